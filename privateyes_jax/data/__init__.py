@@ -1,0 +1,60 @@
+"""Per-person gaze datasets: loading from a config and the evaluation protocols."""
+
+from __future__ import annotations
+
+import os
+
+from privateyes_jax.data.base import DatasetError, GazeDataset, PersonData, pool
+
+PROTOCOLS = ('holdout', 'loo')
+
+
+def default_data_dir() -> str:
+  return os.environ.get('PRIVATEYES_DATA_DIR',
+                        os.path.join(os.path.expanduser('~'), 'tensorflow_datasets'))
+
+
+def load_dataset(data_config) -> GazeDataset:
+  """The dataset named by ``data_config.name`` from ``data_config.source``.
+
+  ``source='memory'`` renders the synthetic identities in memory; ``source='tfds'``
+  prepares (once) and reads the TFDS builder, the path every public dataset takes.
+  """
+  from privateyes_jax.data import synthetic, tfds_source  # pylint: disable=g-import-not-at-top
+  name, source = data_config.name, data_config.get('source', 'memory')
+  if name == 'synthetic':
+    if source == 'memory':
+      return synthetic.make_dataset(data_config.num_people, data_config.samples_per_person,
+                                    data_config.seed)
+    if source == 'tfds':
+      builder = tfds_source.synthetic_builder(
+          data_config.num_people, data_config.samples_per_person, data_config.seed,
+          data_config.get('data_dir') or default_data_dir())
+      builder.download_and_prepare()
+      return tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze')
+    raise ValueError(f'data.source must be "memory" or "tfds", got {source!r}.')
+  raise ValueError(f'Unknown dataset {name!r}; available: "synthetic".')
+
+
+def split_people(dataset: GazeDataset, data_config) -> tuple[GazeDataset, GazeDataset]:
+  """(train people, test people) under ``data_config.protocol``.
+
+  * ``holdout``: the last ``num_test_people`` people are held out.
+  * ``loo``: leave-one-person-out; person ``fold`` is held out.
+  """
+  n = len(dataset.people)
+  protocol = data_config.protocol
+  if protocol == 'holdout':
+    k = data_config.num_test_people
+    if not 1 <= k < n:
+      raise ValueError(f'data.num_test_people must be in [1, {n - 1}] for {n} people, got {k}.')
+    test = list(range(n - k, n))
+  elif protocol == 'loo':
+    fold = data_config.fold
+    if not 0 <= fold < n:
+      raise ValueError(f'data.fold must be in [0, {n - 1}] for {n} people, got {fold}.')
+    test = [fold]
+  else:
+    raise ValueError(f'data.protocol must be one of {PROTOCOLS}, got {protocol!r}.')
+  train = [i for i in range(n) if i not in test]
+  return dataset.select(train), dataset.select(test)

@@ -1,0 +1,124 @@
+"""TFDS plumbing shared by every dataset builder: one feature spec, one reader.
+
+Every builder (synthetic identities here; MPIIGaze, MPIIFaceGaze, GazeCapture and
+others in `privateyes_jax.data.builders`) writes one example per sample with the
+same features, as array_record files, and `read_gaze_dataset` turns any of them
+back into the per-person `GazeDataset` through `as_data_source()` (random access;
+TensorFlow is not needed, only tensorflow-datasets and importlib_resources).
+
+TFDS prepares a dataset in an ``incomplete.*`` directory and renames it when done,
+so a failed or interrupted build never leaves files that a later run would read.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import numpy as np
+
+from privateyes_jax.data import base
+from privateyes_jax.data import synthetic
+
+
+def _tfds():
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:  # GPU images often lack TFDS; in-memory data still works.
+    raise ImportError(
+        'tensorflow-datasets is needed for data.source="tfds" and the public datasets '
+        '(pip install tensorflow-datasets importlib_resources).') from e
+  return tfds
+
+
+def gaze_features(image_shape: tuple[int, int, int]):
+  """The feature spec every gaze builder writes (raw tensors: no TensorFlow codecs)."""
+  tfds = _tfds()
+  return tfds.features.FeaturesDict({
+      'person': tfds.features.Text(),
+      'image': tfds.features.Tensor(shape=image_shape, dtype=np.uint8),
+      'label': tfds.features.Tensor(shape=(2,), dtype=np.float32),
+      'head_pose': tfds.features.Tensor(shape=(2,), dtype=np.float32),
+      'sample_id': tfds.features.Text(),
+  })
+
+
+def read_gaze_dataset(builder, split: str, name: str, label_kind: str) -> base.GazeDataset:
+  """Reads a prepared builder's split into a per-person `GazeDataset`.
+
+  Samples are grouped by person (people sorted by name) and, within a person,
+  ordered by their position in the source, so reading is deterministic.
+  """
+  try:
+    source = builder.as_data_source(split=split)
+  except Exception as e:
+    raise base.DatasetError(
+        f'Cannot read split {split!r} of {builder.name} from {builder.data_dir}: {e}') from e
+  n = len(source)
+  if n == 0:
+    raise base.DatasetError(f'{builder.name} split {split!r} in {builder.data_dir} is empty.')
+  records = source.__getitems__(list(range(n)))
+  by_person = collections.defaultdict(list)
+  for r in records:
+    by_person[r['person'].decode() if isinstance(r['person'], bytes) else r['person']].append(r)
+  people = []
+  for person in sorted(by_person):
+    rs = sorted(by_person[person], key=lambda r: _sample_key(r['sample_id']))
+    people.append(base.PersonData(
+        person=person,
+        images=np.stack([r['image'] for r in rs]).astype(np.uint8),
+        labels=np.stack([r['label'] for r in rs]).astype(np.float32),
+        head_pose=np.stack([r['head_pose'] for r in rs]).astype(np.float32),
+        sample_id=np.array([_decode(r['sample_id']) for r in rs]),
+    ))
+  return base.GazeDataset(name=name, people=tuple(people), label_kind=label_kind)
+
+
+def _decode(x):
+  return x.decode() if isinstance(x, bytes) else x
+
+
+def _sample_key(sample_id):
+  s = _decode(sample_id)
+  return (0, int(s), '') if s.isdigit() else (1, 0, s)
+
+
+def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_dir: str):
+  """A TFDS builder of the synthetic identities dataset with these parameters."""
+  tfds = _tfds()
+
+  @dataclasses.dataclass
+  class SyntheticConfig(tfds.core.BuilderConfig):
+    num_people: int = 15
+    samples_per_person: int = 600
+    seed: int = 0
+
+  class SyntheticIdentities(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Procedurally rendered 36x60 eye patches of synthetic people (see data/synthetic.py)."""
+    VERSION = tfds.core.Version('1.0.0')
+    BUILDER_CONFIGS = []
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self,
+          description='Synthetic identities: per-person eye appearance and gaze distribution.',
+          features=gaze_features((synthetic.HEIGHT, synthetic.WIDTH, 1)))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager  # Nothing is downloaded: the data is rendered.
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      cfg = self.builder_config
+      for i in range(cfg.num_people):
+        p = synthetic.sample_person(cfg.seed, i, cfg.samples_per_person)
+        for j in range(p.num_samples):
+          yield f'{p.person}/{j}', {
+              'person': p.person, 'image': p.images[j], 'label': p.labels[j],
+              'head_pose': p.head_pose[j], 'sample_id': str(p.sample_id[j])}
+
+  config = SyntheticConfig(
+      name=f'people{num_people}_samples{samples_per_person}_seed{seed}',
+      num_people=num_people, samples_per_person=samples_per_person, seed=seed)
+  builder = SyntheticIdentities(config=config, data_dir=data_dir, file_format='array_record')
+  return builder

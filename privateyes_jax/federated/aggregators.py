@@ -1,0 +1,83 @@
+"""One aggregation interface for plain federated averaging and every MPC mode.
+
+An aggregator turns the clients' individual updates into the weighted mean update
+that the server optimizer consumes. Plain FL (`MeanAggregator`) computes it in the
+clear; PrivatEyes (`privateyes_jax.mpc.aggregator`) secret-shares the updates over a
+server axis and opens only the sum. A run switches between them with one config
+field (`config.aggregator.name`), in the spirit of fedjax's aggregators and
+jax_privacy's noise addition.
+
+Contract (all implementations):
+
+* ``init(key) -> state``: any pytree (e.g. a shared MAC key, the previous round's
+  shares for replay adversaries). It is saved in checkpoints, so it must be a pytree
+  of arrays.
+* ``apply(state, updates, weights, key, round_idx) -> (state, AggregateResult)``
+  with ``updates`` ``[clients, params]`` float32 (flattened individual updates) and
+  ``weights`` ``[clients]`` float32 (samples used; 0 for a client that submitted
+  nothing). Returns the weighted mean ``Σ w_c Δ_c / Σ w_c`` as ``[params]``.
+  ``AggregateResult.ok`` False means the round must be aborted (e.g. a failed MAC
+  check); the runner then raises and leaves the global model untouched.
+* ``apply`` may run host-side protocol steps (commitments) but must be deterministic
+  given its arguments, so a resumed run repeats it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+
+class AggregateResult(NamedTuple):
+  mean_update: jax.Array  # shape=[params], dtype=float32.
+  total_weight: jax.Array  # shape=(), dtype=float32; the public count Σ w_c.
+  ok: bool  # False: abort the round (e.g. MAC check failed).
+  failure: str  # Empty when ok; otherwise which check failed and why.
+  view: Any  # What the observing party saw this round (None if not recorded).
+  stats: dict[str, float]  # Costs and timings for metrics.jsonl.
+
+
+class Aggregator(Protocol):
+  name: str
+
+  def init(self, key: jax.Array) -> Any:
+    ...
+
+  def apply(self, state: Any, updates: jax.Array, weights: jax.Array,
+            key: jax.Array, round_idx: int) -> tuple[Any, AggregateResult]:
+    ...
+
+
+@jax.jit
+def weighted_mean(updates: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Σ_c w_c Δ_c / Σ_c w_c over the client axis; ``updates`` is ``[clients, params]``."""
+  total = jnp.sum(weights)
+  mean = jnp.einsum('c,cp->p', weights, updates) / jnp.maximum(total, 1e-12)
+  return mean, total
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanAggregator:
+  """Plain FL: the server sees every individual update and averages in the clear.
+
+  With ``record_view`` the individual updates themselves are the server's view
+  (exactly what DualView attacks under plain FL).
+  """
+  record_view: bool = False
+  name: str = 'mean'
+
+  def init(self, key: jax.Array) -> Any:
+    del key  # Unused.
+    return ()
+
+  def apply(self, state, updates, weights, key, round_idx):
+    del key, round_idx  # Unused.
+    mean, total = weighted_mean(updates, weights)
+    view = {'individual_updates': updates} if self.record_view else None
+    return state, AggregateResult(mean, total, True, '', view, {})
+
+
+AggregatorFactory = Callable[..., Aggregator]

@@ -1,0 +1,92 @@
+"""Runs one experiment from a config into a workdir: the library side of experiments/train.py.
+
+``train_and_evaluate(config, workdir)`` loads the data, splits people by the
+protocol, trains with the configured method, evaluates on the held-out people and
+writes ``config.json``, ``metrics.jsonl``, ``summary.json`` and checkpoints.
+Re-running it on the same workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from absl import logging
+
+from privateyes_jax import data as data_lib
+from privateyes_jax import training
+from privateyes_jax import workdir as workdir_lib
+from privateyes_jax.models import gaze as gaze_models
+
+METHODS = ('centralized',)
+
+
+def method_name(config) -> str:
+  return config.method
+
+
+def validate(config) -> None:
+  """Rejects configs that cannot run, before any work or file is touched."""
+  if config.method not in METHODS:
+    raise ValueError(f'Unknown method {config.method!r}; available: {", ".join(METHODS)}.')
+  for path, value in (('batch_size', config.batch_size), ('train.steps', config.train.steps),
+                      ('train.eval_every', config.train.eval_every),
+                      ('train.log_every', config.train.log_every)):
+    if value < 1:
+      raise ValueError(f'config.{path} must be >= 1, got {value}.')
+  if not config.optimizer.learning_rate > 0:
+    raise ValueError(f'config.optimizer.learning_rate must be > 0, got '
+                     f'{config.optimizer.learning_rate}.')
+
+
+def train_and_evaluate(config, workdir: str, overwrite: bool = False,
+                       halt_after: int | None = None) -> dict:
+  """Trains and evaluates ``config`` in ``workdir``; returns the summary dict.
+
+  Args:
+    config: an experiment config (see experiments/configs/).
+    workdir: directory for this run's outputs; resumed if it holds this run.
+    overwrite: delete a different run found in ``workdir`` instead of refusing.
+    halt_after: stop after this many steps as if interrupted (for tests and
+      preemption drills); the summary is not written then.
+  """
+  validate(config)
+  t0 = time.perf_counter()
+  dataset = data_lib.load_dataset(config.data)
+  train_people, test_people = data_lib.split_people(dataset, config.data)
+  model = gaze_models.build_model(config.model)
+  wd = workdir_lib.Workdir.open(workdir, config, overwrite=overwrite)
+  try:
+    from privateyes_jax import centralized  # pylint: disable=g-import-not-at-top
+    result = centralized.train(config, wd, model, train_people, test_people,
+                               dataset.label_kind, halt_after=halt_after)
+  finally:
+    wd.close()
+  if 'halted_at_step' in result:
+    return result
+  pooled_labels = np.concatenate([p.labels for p in train_people.people])
+  baseline = training.mean_predictor_error(pooled_labels, test_people.people,
+                                           dataset.label_kind)
+  summary = {
+      'method': method_name(config),
+      'dataset': dataset.name,
+      'label_kind': dataset.label_kind,
+      'error_unit': 'deg' if dataset.label_kind == 'gaze' else 'label units',
+      'num_people_train': len(train_people.people),
+      'num_people_test': len(test_people.people),
+      'test_people': test_people.person_names,
+      'test_error': result['test_error'],
+      'baseline_mean_predictor_error': baseline,
+      'per_person_error': result['per_person_error'],
+      'steps': result['steps'],
+      'wall_time_s': result['wall_time_s'],
+      'total_time_s': time.perf_counter() - t0,
+  }
+  if dataset.label_kind == 'gaze':
+    summary['test_angular_error_deg'] = result['test_error']
+    summary['baseline_mean_predictor_error_deg'] = baseline
+    summary['per_person_error_deg'] = result['per_person_error']
+  wd.write_summary(summary)
+  logging.info('%s on %s: held-out error %.3f (mean predictor %.3f)', summary['method'],
+               summary['dataset'], summary['test_error'], baseline)
+  return summary
