@@ -33,7 +33,11 @@ def load_dataset(data_config) -> GazeDataset:
       builder.download_and_prepare()
       return tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze')
     raise ValueError(f'data.source must be "memory" or "tfds", got {source!r}.')
-  raise ValueError(f'Unknown dataset {name!r}; available: "synthetic".')
+  from privateyes_jax.data import builders  # pylint: disable=g-import-not-at-top
+  if name in builders.DATASETS:
+    return builders.DATASETS[name](data_config)
+  raise ValueError(f'Unknown dataset {name!r}; available: '
+                   f'{", ".join(["synthetic", *sorted(builders.DATASETS)])}.')
 
 
 def split_people(dataset: GazeDataset, data_config) -> tuple[GazeDataset, GazeDataset]:
