@@ -18,11 +18,7 @@ from privateyes_jax import training
 from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.models import gaze as gaze_models
 
-METHODS = ('centralized',)
-
-
-def method_name(config) -> str:
-  return config.method
+METHODS = ('centralized', 'local', 'federated')
 
 
 def validate(config) -> None:
@@ -34,6 +30,21 @@ def validate(config) -> None:
                       ('train.log_every', config.train.log_every)):
     if value < 1:
       raise ValueError(f'config.{path} must be >= 1, got {value}.')
+  if config.method in ('local', 'federated'):
+    fl = config.fl
+    for path, value in (('fl.rounds', fl.rounds), ('fl.local_steps', fl.local_steps),
+                        ('fl.eval_every', fl.eval_every),
+                        ('fl.checkpoint_every', fl.checkpoint_every)):
+      if value < 1:
+        raise ValueError(f'config.{path} must be >= 1, got {value}.')
+    from privateyes_jax.federated import executors, server  # pylint: disable=g-import-not-at-top
+    if fl.executor not in executors.EXECUTORS:
+      raise ValueError(f'Unknown fl.executor {fl.executor!r}; available: '
+                       f'{", ".join(executors.EXECUTORS)}.')
+    if config.method == 'federated':
+      server.make_server_optimizer(fl)  # Validates name and hyperparameters.
+    if config.get('record_views', '') not in ('', 'last', 'all'):
+      raise ValueError(f'record_views must be "", "last" or "all", got {config.record_views!r}.')
   if not config.optimizer.learning_rate > 0:
     raise ValueError(f'config.optimizer.learning_rate must be > 0, got '
                      f'{config.optimizer.learning_rate}.')
@@ -57,9 +68,12 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
   model = gaze_models.build_model(config.model)
   wd = workdir_lib.Workdir.open(workdir, config, overwrite=overwrite)
   try:
-    from privateyes_jax import centralized  # pylint: disable=g-import-not-at-top
-    result = centralized.train(config, wd, model, train_people, test_people,
-                               dataset.label_kind, halt_after=halt_after)
+    if config.method == 'centralized':
+      from privateyes_jax import centralized as method  # pylint: disable=g-import-not-at-top
+    else:
+      from privateyes_jax.federated import engine as method  # pylint: disable=g-import-not-at-top
+    result = method.train(config, wd, model, train_people, test_people, dataset.label_kind,
+                          halt_after=halt_after)
   finally:
     wd.close()
   if 'halted_at_step' in result:
@@ -67,8 +81,9 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
   pooled_labels = np.concatenate([p.labels for p in train_people.people])
   baseline = training.mean_predictor_error(pooled_labels, test_people.people,
                                            dataset.label_kind)
+  from privateyes_jax.federated import engine  # pylint: disable=g-import-not-at-top
   summary = {
-      'method': method_name(config),
+      'method': engine.method_label(config),
       'dataset': dataset.name,
       'label_kind': dataset.label_kind,
       'error_unit': 'deg' if dataset.label_kind == 'gaze' else 'label units',
@@ -82,6 +97,11 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
       'wall_time_s': result['wall_time_s'],
       'total_time_s': time.perf_counter() - t0,
   }
+  for key in ('rounds', 'num_clients', 'clients_per_round', 'local_steps', 'server_optimizer',
+              'aggregator', 'executor', 'num_params', 'upload_bytes_per_client',
+              'mean_round_seconds'):
+    if key in result:
+      summary[key] = result[key]
   if dataset.label_kind == 'gaze':
     summary['test_angular_error_deg'] = result['test_error']
     summary['baseline_mean_predictor_error_deg'] = baseline

@@ -26,7 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.samples_per_person = 600
   c.data.protocol = 'holdout'  # 'holdout' (last num_test_people) or 'loo' (person `fold`).
   c.data.num_test_people = 3
-  c.data.fold = 0
+  c.data.fold = 0  # -1 with protocol='loo': every fold, one sub-run each.
+  c.data.partition = 'person'  # 'person' (each client is one person) or 'iid' (control).
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'gazenet'
@@ -46,6 +47,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.log_every = 20
   c.checkpoint_keep = 2
 
+  # Federated learning (method='federated' or 'local'). Each person is one client.
+  c.fl = ml_collections.ConfigDict()
+  c.fl.rounds = 20
+  c.fl.local_steps = 5  # Client optimizer steps per round (config.optimizer, batch_size).
+  c.fl.clients_per_round = 0  # > 0: a count; 0: use client_fraction.
+  c.fl.client_fraction = 1.0
+  c.fl.server_optimizer = 'fedavg'  # fedavg | fedavgm | fedadam | fedyogi (Reddi et al. 2021).
+  c.fl.server_lr = 1.0
+  c.fl.server_momentum = 0.9  # fedavgm.
+  c.fl.server_b1 = 0.9  # fedadam / fedyogi.
+  c.fl.server_b2 = 0.99
+  c.fl.server_tau = 1e-3  # Adaptivity (the optimizer's eps).
+  c.fl.executor = 'auto'  # auto | sequential | vmap | sharded.
+  c.fl.client_chunk = 0  # Clients per compiled chunk; 0 = all sampled clients at once.
+  c.fl.unroll = True  # Unroll local steps (XLA:CPU runs conv loops ~10x slower).
+  c.fl.eval_every = 1  # Rounds between evaluations.
+  c.fl.checkpoint_every = 1  # Rounds between checkpoints.
+
+  c.aggregator = ml_collections.ConfigDict()
+  c.aggregator.name = 'mean'  # mean (plain FL) | privateyes | privateyes_semi_honest.
+  c.record_views = ''  # '' | 'last' | 'all': save what the observing party sees (attack input).
+
   if arg == 'tiny':
     apply_tiny(c)
   elif arg:
@@ -64,3 +87,5 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
   c.train.steps = 12
   c.train.eval_every = 4
   c.train.log_every = 2
+  c.fl.rounds = 3
+  c.fl.local_steps = 2

@@ -1,0 +1,262 @@
+"""Federated training rounds: sample, train locally, aggregate, step the server.
+
+One round (DESIGN.md §3)::
+
+  θ ──broadcast──► local training of the sampled clients (executor) ──► Δ_c [C, P]
+  Δ_c ──► aggregator (plain mean, or PrivatEyes MPC: only Σ Δ_c is opened) ──► Δ̄
+  −Δ̄ ──► server optimizer (FedAvg/FedAvgM/FedAdam/FedYogi) ──► θ' (the output model)
+
+Client sampling, batch order and the aggregator's randomness are pure functions of
+``(seed, round)``; the checkpoint holds the server state (params, server optimizer
+state, aggregator state, round), so a resumed run repeats the same rounds exactly.
+
+``method='local'`` (local-only) trains every person's own model on their own data
+for the same number of rounds and never aggregates; its error on the held-out people
+is averaged over the clients' models.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.flatten_util import ravel_pytree
+
+from privateyes_jax import metrics as metrics_lib
+from privateyes_jax import progress as progress_lib
+from privateyes_jax import training
+from privateyes_jax.federated import aggregators as aggregators_lib
+from privateyes_jax.federated import client_data
+from privateyes_jax.federated import executors as executors_lib
+from privateyes_jax.federated import server as server_lib
+from privateyes_jax.workdir import Workdir
+
+AGGREGATORS = ('mean', 'privateyes', 'privateyes_semi_honest')
+VIEWS_DIR = 'views'
+
+
+class RoundRejected(FloatingPointError):
+  """A round produced an unusable individual update; the global model was not changed."""
+
+
+class RoundAborted(RuntimeError):
+  """The secure aggregation detected cheating; the global model was not changed."""
+
+
+def build_aggregator(config, num_clients: int, num_params: int):
+  """The aggregator named by ``config.aggregator.name`` (one field switches FL and MPC)."""
+  name = config.aggregator.name
+  record = bool(config.get('record_views', ''))
+  if name == 'mean':
+    return aggregators_lib.MeanAggregator(record_view=record)
+  if name in ('privateyes', 'privateyes_semi_honest'):
+    from privateyes_jax.mpc import aggregator as mpc_aggregator  # pylint: disable=g-import-not-at-top
+    return mpc_aggregator.from_config(config, num_clients=num_clients, num_params=num_params,
+                                      record_view=record)
+  raise ValueError(f'Unknown aggregator {name!r}; available: {", ".join(AGGREGATORS)}.')
+
+
+def _predict_many(apply_fn):
+  """Predictions of a stack of models ``[M, ...]`` on the same inputs: ``[M, B, 2]``."""
+  return jax.jit(jax.vmap(lambda p, x, h: apply_fn({'params': p}, x, h), in_axes=(0, None, None)))
+
+
+def evaluate_stacked(predict_many, stacked_params, people, label_kind: str,
+                     batch_size: int = 512) -> dict[str, float]:
+  """Per-person error averaged over a stack of models (local-only evaluation)."""
+  out = {}
+  for p in people:
+    errs = []
+    for start in range(0, p.num_samples, batch_size):
+      img = p.images[start:start + batch_size]
+      hp = p.head_pose[start:start + batch_size]
+      n = len(img)
+      img, hp = client_data.pad_to(img, batch_size), client_data.pad_to(hp, batch_size)
+      pred = np.asarray(predict_many(stacked_params, img, hp))[:, :n]
+      errs.append(np.asarray(metrics_lib.label_error(
+          pred, np.broadcast_to(p.labels[start:start + n], pred.shape), label_kind)))
+    out[p.person] = float(np.mean(np.concatenate(errs, axis=1)))
+  return out
+
+
+def method_label(config) -> str:
+  """The method's name in tables: centralized, local, fedavg, ..., privateyes."""
+  if config.method != 'federated':
+    return config.method
+  agg = config.aggregator.name
+  opt = config.fl.server_optimizer
+  if agg == 'mean':
+    return opt
+  return agg if opt == 'fedavg' else f'{agg}+{opt}'
+
+
+def train(config, workdir: Workdir, model, train_people, test_people, label_kind: str,
+          halt_after: int | None = None) -> dict:
+  """Runs federated (or local-only) training; returns this method's summary fields."""
+  fl = config.fl
+  local_only = config.method == 'local'
+  people = list(train_people.people)
+  if config.data.get('partition', 'person') == 'iid':
+    people = client_data.iid_reshuffle(people, config.data.seed)
+  elif config.data.get('partition', 'person') != 'person':
+    raise ValueError(f'data.partition must be "person" or "iid", got {config.data.partition!r}.')
+  store = client_data.make_store(people)
+  num_clients = store.num_clients
+  k = num_clients if local_only else server_lib.clients_per_round(fl, num_clients)
+
+  client_opt = training.make_optimizer(config.optimizer)
+  local_train = executors_lib.make_local_train(model.apply, client_opt,
+                                               unroll=fl.get('unroll', True))
+  executor = executors_lib.Executor(local_train, fl.executor, fl.client_chunk)
+  params = model.init(jax.random.PRNGKey(config.seed), people[0].images[:1],
+                      people[0].head_pose[:1])['params']
+  flat0, unravel = ravel_pytree(params)
+  num_params = flat0.size
+  server_opt = server_lib.make_server_optimizer(fl)
+  aggregator = None if local_only else build_aggregator(config, k, num_params)
+
+  if local_only:
+    state = {'client_params': jax.tree.map(lambda x: jnp.stack([x] * num_clients), params)}
+  else:
+    state = {'params': params, 'server_opt_state': server_opt.init(params),
+             'aggregator_state': aggregator.init(jax.random.PRNGKey(config.seed + 1))}
+  state.update(round=np.asarray(0, np.int64), elapsed_s=np.asarray(0.0, np.float64))
+  latest = workdir.latest_step()
+  if latest is not None:
+    state = workdir.restore(latest, state)
+    workdir.truncate_metrics('round', latest)
+  start_round = int(state['round'])
+
+  @jax.jit
+  def server_step(params, opt_state, mean_update_flat):
+    pseudo_gradient = unravel(-mean_update_flat)
+    updates, opt_state = server_opt.update(pseudo_gradient, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  apply_deltas = jax.jit(lambda stacked, deltas: jax.tree.map(
+      jnp.add, stacked, jax.vmap(unravel)(deltas)))
+  predict = training.predict_fn(model.apply)
+  predict_many = _predict_many(model.apply)
+
+  rounds = fl.rounds
+  progress = progress_lib.Progress(method_label(config), rounds, start=start_round,
+                                   unit='round')
+  elapsed = float(state['elapsed_s'])
+  errors = None
+  upload_bytes = 4 * num_params  # float32 update, plain FL.
+  for r in range(start_round, rounds):
+    t_round = time.perf_counter()
+    client_ids = (np.arange(num_clients) if local_only else
+                  server_lib.sample_clients(config.seed, r, num_clients, k))
+    indices, mask = client_data.round_indices(config.seed, r, client_ids, store.num_samples,
+                                              fl.local_steps, config.batch_size)
+    source = state['client_params'] if local_only else state['params']
+    local = executor.run(source, store, client_ids, indices, mask,
+                         per_client_params=local_only)
+    finite = np.asarray(jnp.all(jnp.isfinite(local.updates), axis=1))
+    if not finite.all():
+      bad = [store.names[c] for c in client_ids[~finite]]
+      raise RoundRejected(
+          f'Round {r + 1}: the individual update of client(s) {", ".join(bad)} contains NaN '
+          'or inf; the round is rejected and the global model is unchanged (last checkpoint '
+          'kept). Lower the client learning rate or check those clients\' data.')
+    stats: dict[str, Any] = {}
+    if local_only:
+      state['client_params'] = apply_deltas(state['client_params'], local.updates)
+    else:
+      agg_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 2), r)
+      agg_state, result = aggregator.apply(state['aggregator_state'], local.updates,
+                                           local.weights, agg_key, r)
+      if not result.ok:
+        raise RoundAborted(
+            f'Round {r + 1} aborted by the secure aggregation: {result.failure}. The global '
+            'model and the saved checkpoints are unchanged.')
+      new_params, new_opt_state = server_step(state['params'], state['server_opt_state'],
+                                              result.mean_update)
+      if result.view is not None and _should_record(config, r, rounds):
+        _record_view(workdir, r, config, store.names, client_ids, state['params'], new_params,
+                     local.weights, result.view)
+      state.update(params=new_params, server_opt_state=new_opt_state,
+                   aggregator_state=agg_state)
+      stats = dict(result.stats)
+      upload_bytes = stats.pop('upload_bytes_per_client', upload_bytes)
+    w = np.asarray(local.weights)
+    train_loss = float(np.sum(np.asarray(local.losses) * w) / max(w.sum(), 1.0))
+    if not np.isfinite(train_loss):
+      raise RoundRejected(f'Round {r + 1}: local training loss is {train_loss}; round rejected.')
+    done = r + 1
+    if done % fl.eval_every == 0 or done == rounds:
+      if local_only:
+        errors = evaluate_stacked(predict_many, state['client_params'], test_people.people,
+                                  label_kind)
+      else:
+        errors = training.evaluate_people(predict, state['params'], test_people.people,
+                                          label_kind)
+    now = time.perf_counter()
+    elapsed += now - t_round
+    row = {'round': done, 'train_loss': train_loss, 'clients': int(len(client_ids)),
+           'upload_bytes_per_client': int(upload_bytes), 'round_seconds': now - t_round,
+           'seconds': elapsed, **stats}
+    if errors is not None and (done % fl.eval_every == 0 or done == rounds):
+      row.update(test_error=float(np.mean(list(errors.values()))), per_person_error=errors)
+    state.update(round=np.asarray(done, np.int64), elapsed_s=np.asarray(elapsed, np.float64))
+    workdir.append_metrics(row)
+    if done % fl.checkpoint_every == 0 or done == rounds:
+      workdir.save(done, state)
+    progress.update(done, force=done == rounds, loss=train_loss,
+                    **({'test_error': row['test_error']} if 'test_error' in row else {}))
+    if halt_after is not None and done >= halt_after and done < rounds:
+      return {'halted_at_step': done}
+
+  if errors is None:  # Resumed from the final checkpoint: evaluate it again.
+    if local_only:
+      errors = evaluate_stacked(predict_many, state['client_params'], test_people.people,
+                                label_kind)
+    else:
+      errors = training.evaluate_people(predict, state['params'], test_people.people, label_kind)
+  rows = workdir.read_metrics()
+  return {
+      'steps': rounds * fl.local_steps, 'rounds': rounds, 'per_person_error': errors,
+      'test_error': float(np.mean(list(errors.values()))), 'wall_time_s': elapsed,
+      'num_clients': num_clients, 'clients_per_round': k, 'local_steps': fl.local_steps,
+      'server_optimizer': None if local_only else fl.server_optimizer,
+      'aggregator': None if local_only else config.aggregator.name,
+      'executor': executors_lib.describe(executor),
+      'num_params': int(num_params),
+      'upload_bytes_per_client': int(upload_bytes),
+      'mean_round_seconds': float(np.mean([x['round_seconds'] for x in rows])) if rows else None,
+      'params': state.get('params'),
+  }
+
+
+def _should_record(config, r: int, rounds: int) -> bool:
+  which = config.get('record_views', '')
+  return which == 'all' or (which == 'last' and r == rounds - 1)
+
+
+def _record_view(workdir: Workdir, r: int, config, names, client_ids, params_before,
+                 params_after, weights, view: dict) -> None:
+  """Saves what the observing party saw in round ``r`` (for the DualView attack).
+
+  ``views/round_XXXXX.npz`` holds the round's starting global model and output model
+  (flattened), the sampled clients and the aggregator's view arrays (plain FL: every
+  individual update; PrivatEyes: the coalition's shares and opened values).
+  """
+  directory = os.path.join(workdir.path, VIEWS_DIR)
+  os.makedirs(directory, exist_ok=True)
+  arrays = {f'view/{k}': np.asarray(v) for k, v in view.items()}
+  path = os.path.join(directory, f'round_{r + 1:05d}.npz')
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, global_params=np.asarray(ravel_pytree(params_before)[0]),
+           output_model=np.asarray(ravel_pytree(params_after)[0]),
+           client_names=np.array([names[c] for c in client_ids]),
+           weights=np.asarray(weights), round=np.int64(r + 1),
+           aggregator=np.array(config.aggregator.name), **arrays)
+  os.replace(tmp, path)
+  logging.info('Recorded the %s view of round %d in %s', config.aggregator.name, r + 1, path)
