@@ -51,15 +51,22 @@ class RoundAborted(RuntimeError):
 
 def build_aggregator(config, num_clients: int, num_params: int):
   """The aggregator named by ``config.aggregator.name`` (one field switches FL and MPC)."""
-  name = config.aggregator.name
+  del num_clients  # The MPC ring bounds are checked per round on the real client count.
+  agg = config.aggregator
   record = bool(config.get('record_views', ''))
-  if name == 'mean':
+  if agg.name == 'mean':
     return aggregators_lib.MeanAggregator(record_view=record)
-  if name in ('privateyes', 'privateyes_semi_honest'):
+  if agg.name in ('privateyes', 'privateyes_semi_honest'):
     from privateyes_jax.mpc import aggregator as mpc_aggregator  # pylint: disable=g-import-not-at-top
-    return mpc_aggregator.from_config(config, num_clients=num_clients, num_params=num_params,
-                                      record_view=record)
-  raise ValueError(f'Unknown aggregator {name!r}; available: {", ".join(AGGREGATORS)}.')
+    mpc_config = {'k': agg.k, 'f': agg.f, 's': agg.s, 'num_servers': agg.num_servers,
+                  'mode': agg.name, 'coalition': tuple(agg.coalition), 'record_view': record,
+                  'adversary': dict(agg.adversary)}
+    # The public bound on a client's weight (samples used per round) scales the
+    # weighted inputs into [0, 1] before sharing; see mpc/aggregator.py.
+    return mpc_aggregator.SecureAggregator.from_config(
+        mpc_config, max_weight=config.fl.local_steps * config.batch_size,
+        num_params=num_params)
+  raise ValueError(f'Unknown aggregator {agg.name!r}; available: {", ".join(AGGREGATORS)}.')
 
 
 def _predict_many(apply_fn):
@@ -185,7 +192,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       state.update(params=new_params, server_opt_state=new_opt_state,
                    aggregator_state=agg_state)
       stats = dict(result.stats)
-      upload_bytes = stats.pop('upload_bytes_per_client', upload_bytes)
+      upload_bytes = stats.get('mpc/client_upload_bytes', upload_bytes)
     w = np.asarray(local.weights)
     train_loss = float(np.sum(np.asarray(local.losses) * w) / max(w.sum(), 1.0))
     if not np.isfinite(train_loss):
@@ -250,13 +257,43 @@ def _record_view(workdir: Workdir, r: int, config, names, client_ids, params_bef
   """
   directory = os.path.join(workdir.path, VIEWS_DIR)
   os.makedirs(directory, exist_ok=True)
-  arrays = {f'view/{k}': np.asarray(v) for k, v in view.items()}
+  arrays = {f'view/{k}': np.asarray(v) for k, v in _compact_view(view).items()}
   path = os.path.join(directory, f'round_{r + 1:05d}.npz')
   tmp = path + '.tmp.npz'
   np.savez(tmp, global_params=np.asarray(ravel_pytree(params_before)[0]),
            output_model=np.asarray(ravel_pytree(params_after)[0]),
            client_names=np.array([names[c] for c in client_ids]),
            weights=np.asarray(weights), round=np.int64(r + 1),
-           aggregator=np.array(config.aggregator.name), **arrays)
+           aggregator=np.array(config.aggregator.name),
+           config_fingerprint=np.array(config_fingerprint(config)), **arrays)
   os.replace(tmp, path)
   logging.info('Recorded the %s view of round %d in %s', config.aggregator.name, r + 1, path)
+
+
+def config_fingerprint(config) -> str:
+  """A short hash of the run's config, stored with views to refuse mixing runs."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _compact_view(view: dict) -> dict:
+  """Drops what a view does not need on disk, keeping the coalition's knowledge exact.
+
+  A passive coalition's shares of client inputs are ``[coalition, clients, elements]``
+  uint64 (plus as many MAC shares): gigabytes per round. Everything they say about an
+  input ``x_c`` is ``x_c`` minus the honest servers' shares, i.e. the sum of the
+  coalition's value shares (plus the public ε_c when server 0, who adds ε, is not in
+  the coalition). That sum, ``coalition_input_estimate [clients, elements]``, is
+  what we store; MAC shares are independent of ``x_c`` given the unknown key.
+  """
+  view = {k: v for k, v in view.items() if v is not None}
+  shares = view.pop('input_value_shares', None)
+  view.pop('input_mac_shares', None)
+  masked = view.pop('masked_inputs', None)
+  if shares is not None:
+    coalition = tuple(int(i) for i in np.atleast_1d(view['coalition']))
+    estimate = np.sum(np.asarray(shares, np.uint64), axis=0, dtype=np.uint64)  # Wraps mod 2^64.
+    if masked is not None and 0 not in coalition:
+      estimate = estimate + np.asarray(masked, np.uint64)
+    view['coalition_input_estimate'] = estimate
+  return view

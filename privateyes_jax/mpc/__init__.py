@@ -1,0 +1,11 @@
+"""PrivatEyes MPC: SPDZ2k secure aggregation of individual updates over S servers.
+
+Modules: ``ring`` (fixed-point codec, range checks, the scoped-x64 decision),
+``sharing`` (additive shares, server axis first), ``spdz2k`` (MACs, DEALER
+preprocessing, client input, masked opening, batched MAC check with
+commit-then-reveal), ``adversary`` (malicious server deviations, passive
+coalition view), ``costs`` (per-round bytes and rounds; offline and generic-MPC
+ESTIMATES), ``aggregator`` (``SecureAggregator``: the aggregator interface of
+``privateyes_jax.federated.aggregators``), ``security_suite`` (randomized attack
+trials for tests and experiments/mpc_stress.py). Protocol write-up: docs/MPC.md.
+"""

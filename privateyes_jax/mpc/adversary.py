@@ -1,0 +1,271 @@
+"""Adversaries against the PrivatEyes servers: one active cheater, one passive coalition.
+
+An *active* (malicious) server deviates in one of the ways below; SPDZ2k's MAC
+check must catch every one of them (except with probability ≈ 2^-s), and the
+semi-honest mode, which has no MACs, catches none. The deviation is a pure
+function of that server's shares, selected by ``AdversarySpec.kind``:
+
+==================== ==========================================================
+kind                 what the malicious server does
+==================== ==========================================================
+none                 follows the protocol.
+add_error            adds ``magnitude`` to its value share of the sum before it
+                     is opened (one ``element``, or all for element = -1).
+flip_bits            XORs its value share of the sum with ``magnitude``.
+corrupt_mac          adds ``magnitude`` to its MAC share of the opened sum.
+corrupt_check_value  changes its check value z_i by ``magnitude`` after
+                     committing (caught by the commitment) or, with
+                     ``before_commit``, before committing (caught by Σ z_i ≠ 0).
+drop_client          leaves ``client``'s input out of its share of the sum.
+replay_client        uses ``client``'s shares from the previous round (value and
+                     MAC) instead of this round's; honest in the first round.
+==================== ==========================================================
+
+A *passive* coalition of up to S-1 servers follows the protocol but pools
+everything it sees (``coalition_view``), which is what DualView attacks.
+
+Errors ``magnitude`` that vanish modulo 2^k are rejected: they change neither the
+output (the low k bits) nor, reliably, the check — SPDZ2k's guarantee is about
+errors that matter modulo 2^k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from privateyes_jax.mpc import ring
+
+KINDS = ('none', 'add_error', 'flip_bits', 'corrupt_mac', 'corrupt_check_value',
+         'drop_client', 'replay_client')
+MAC_ONLY_KINDS = ('corrupt_mac', 'corrupt_check_value')  # Need the MAC check.
+CLIENT_KINDS = ('drop_client', 'replay_client')
+SUM_KINDS = ('add_error', 'flip_bits', 'corrupt_mac')
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarySpec:
+  """A malicious server's deviation, selected by name plus parameters.
+
+  Attributes:
+    kind: one of ``KINDS``.
+    server: index of the malicious server.
+    client: target client of ``drop_client`` / ``replay_client``.
+    magnitude: additive error or XOR mask, as an integer in Z_2^(k+s).
+    element: element of the opened vector to corrupt; -1 corrupts all.
+    before_commit: ``corrupt_check_value`` only: change z_i before committing.
+  """
+  kind: str = 'none'
+  server: int = 0
+  client: int = 0
+  magnitude: int = 1
+  element: int = -1
+  before_commit: bool = False
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f'AdversarySpec.kind={self.kind!r} is not one of {KINDS}.')
+
+  @property
+  def active(self) -> bool:
+    return self.kind != 'none'
+
+  @property
+  def needs_previous_shares(self) -> bool:
+    return self.kind == 'replay_client'
+
+  def validate(self, num_servers: int, spec: ring.RingSpec, mode: str) -> None:
+    """Fails fast on a deviation that cannot be run in this setting."""
+    if not self.active:
+      return
+    if not 0 <= self.server < num_servers:
+      raise ValueError(f'AdversarySpec.server={self.server} is not in '
+                       f'[0, {num_servers}).')
+    if mode == 'privateyes_semi_honest' and self.kind in MAC_ONLY_KINDS:
+      raise ValueError(f'Adversary kind {self.kind!r} acts on MACs or check values, '
+                       'which the semi-honest mode does not have.')
+    if self.kind in SUM_KINDS + ('corrupt_check_value',):
+      if not 0 < self.magnitude < 2**64:
+        raise ValueError(f'AdversarySpec.magnitude={self.magnitude} must be in '
+                         '(0, 2^64).')
+      if self.kind in SUM_KINDS and self.magnitude % (1 << spec.k) == 0:
+        raise ValueError(
+            f'AdversarySpec.magnitude={self.magnitude} is 0 mod 2^k (k={spec.k}): '
+            'it would not change the output, and SPDZ2k only guarantees to detect '
+            'errors that matter modulo 2^k.')
+      if (self.kind == 'corrupt_check_value'
+          and self.magnitude % (1 << spec.ring_bits) == 0):
+        raise ValueError('corrupt_check_value needs magnitude != 0 mod 2^(k+s).')
+    if self.element < -1:
+      raise ValueError(f'AdversarySpec.element={self.element} must be >= -1.')
+
+  def params(self) -> 'AdversaryParams':
+    """Kind and numbers as traced arrays: one compilation serves every kind."""
+    ring.require_x64('AdversarySpec.params')
+    return AdversaryParams(
+        kind=jnp.asarray(KINDS.index(self.kind), jnp.int32),
+        server=jnp.asarray(self.server, jnp.int32),
+        client=jnp.asarray(self.client, jnp.int32),
+        magnitude=jnp.asarray(self.magnitude % 2**64, jnp.uint64),
+        element=jnp.asarray(self.element, jnp.int32))
+
+
+class AdversaryParams(NamedTuple):
+  kind: jax.Array  # shape=(), dtype=int32; index into KINDS.
+  server: jax.Array  # shape=(), dtype=int32.
+  client: jax.Array  # shape=(), dtype=int32.
+  magnitude: jax.Array  # shape=(), dtype=uint64.
+  element: jax.Array  # shape=(), dtype=int32; -1 = every element.
+
+
+def _is(params: AdversaryParams, kind: str) -> jax.Array:
+  return params.kind == KINDS.index(kind)
+
+
+def _server_rows(num_servers: int, server: jax.Array) -> jax.Array:
+  return (jnp.arange(num_servers) == server)[:, None]
+
+
+def corrupt_client_shares(params: AdversaryParams, value: jax.Array,
+                          mac: jax.Array | None, include: jax.Array,
+                          previous_value: jax.Array,
+                          previous_mac: jax.Array | None,
+                          has_previous: jax.Array):
+  """``drop_client`` / ``replay_client`` on the server's shares of one client.
+
+  Every other kind leaves the arrays unchanged. The kind is traced, so one
+  compiled program serves all kinds.
+
+  Args:
+    params: traced parameters.
+    value: uint64 ``[servers, clients, elements]`` input value shares.
+    mac: same shape MAC shares, or None (semi-honest).
+    include: bool ``[servers, clients]``: which client inputs each server adds.
+    previous_value: uint64 ``[elements]``: the malicious server's value share of
+      ``client`` from the previous round.
+    previous_mac: same for the MAC share, or None.
+    has_previous: bool scalar; replay is honest until a previous round exists.
+
+  Returns:
+    (value, mac, include) as the malicious server uses them.
+  """
+  num_servers, num_clients = value.shape[:2]
+  target = (_server_rows(num_servers, params.server)
+            & (jnp.arange(num_clients) == params.client)[None, :])
+  dropped = target & _is(params, 'drop_client')
+  # Replay: substitute last round's shares and add them even if the client sent
+  # nothing this round (a replayed submission).
+  replayed = target & _is(params, 'replay_client') & has_previous
+  include = (include & ~dropped) | replayed
+  value = jnp.where(replayed[..., None], previous_value[None, None, :], value)
+  if mac is not None:
+    mac = jnp.where(replayed[..., None], previous_mac[None, None, :], mac)
+  return value, mac, include
+
+
+def corrupt_sum_shares(params: AdversaryParams, value_sum: jax.Array,
+                       mac_sum: jax.Array | None, bits: int):
+  """``add_error`` / ``flip_bits`` / ``corrupt_mac`` on the shares of the sum.
+
+  Args:
+    params: traced parameters.
+    value_sum: uint64 ``[servers, elements]`` value shares of the sum.
+    mac_sum: same shape MAC shares, or None (semi-honest).
+    bits: ring bits of the shares.
+
+  Returns:
+    (value_sum, mac_sum) after the malicious server's deviation.
+  """
+  num_servers, num_elements = value_sum.shape
+  elements = (params.element < 0) | (jnp.arange(num_elements) == params.element)
+  target = _server_rows(num_servers, params.server) & elements[None, :]
+  error = ring.mask_bits(params.magnitude, bits)
+  value_sum = jnp.where(target & _is(params, 'add_error'),
+                        ring.mask_bits(value_sum + error, bits), value_sum)
+  value_sum = jnp.where(target & _is(params, 'flip_bits'), value_sum ^ error,
+                        value_sum)
+  if mac_sum is not None:
+    mac_sum = jnp.where(target & _is(params, 'corrupt_mac'),
+                        ring.mask_bits(mac_sum + error, bits), mac_sum)
+  return value_sum, mac_sum
+
+
+def corrupt_check_value(adversary: AdversarySpec, z: np.ndarray,
+                        spec: ring.RingSpec, stage: str) -> np.ndarray:
+  """Host side: the malicious server changes its z_i at ``stage``.
+
+  Args:
+    adversary: the spec.
+    z: uint64 ``[servers]`` check values.
+    spec: the ring.
+    stage: 'commit' (value it commits to) or 'reveal' (value it reveals).
+
+  Returns:
+    A copy of z, changed at ``adversary.server`` when kind and stage match.
+  """
+  z = np.array(z, dtype=np.uint64)
+  wanted = 'commit' if adversary.before_commit else 'reveal'
+  if adversary.kind == 'corrupt_check_value' and stage == wanted:
+    mod = 1 << spec.ring_bits
+    z[adversary.server] = np.uint64((int(z[adversary.server]) + adversary.magnitude)
+                                    % mod)
+  return z
+
+
+def validate_coalition(coalition: Sequence[int], num_servers: int) -> tuple[int, ...]:
+  """A passive coalition: distinct server indices, at most S-1 of them."""
+  coalition = tuple(int(i) for i in coalition)
+  if len(set(coalition)) != len(coalition):
+    raise ValueError(f'coalition={coalition} repeats a server.')
+  for i in coalition:
+    if not 0 <= i < num_servers:
+      raise ValueError(f'coalition member {i} is not a server in [0, {num_servers}).')
+  if len(coalition) >= num_servers:
+    raise ValueError(
+        f'coalition={coalition} contains all {num_servers} servers: with no honest '
+        'server left, secret sharing hides nothing. Use at most S-1 servers.')
+  return tuple(sorted(coalition))
+
+
+def coalition_view(coalition: tuple[int, ...], *, input_value_shares: jax.Array,
+                   input_mac_shares: jax.Array | None, mac_key_shares: jax.Array | None,
+                   masked_inputs: jax.Array | None, opened_sum_shares: jax.Array,
+                   opened_sum: jax.Array, **public: Any) -> dict[str, Any]:
+  """Everything a passive coalition receives in one round, as NumPy arrays.
+
+  Args:
+    coalition: sorted server indices (at most S-1).
+    input_value_shares: uint64 ``[servers, clients, elements]`` shares of every
+      client's input; the coalition keeps its own rows.
+    input_mac_shares: same for MAC shares (None in semi-honest mode).
+    mac_key_shares: uint64 ``[servers]`` (None in semi-honest mode).
+    masked_inputs: uint64 ``[clients, elements]``: the ε broadcasts (privateyes).
+    opened_sum_shares: uint64 ``[servers, elements]``: every server broadcasts its
+      share of the opened sum, so the coalition sees all of them.
+    opened_sum: uint64 ``[elements]``.
+    **public: further public values (check values, coefficients, output mean).
+
+  Returns:
+    dict of NumPy arrays (uint64 stays uint64 outside the x64 scope).
+  """
+  rows = np.asarray(coalition, dtype=np.int64)
+  get = lambda a: None if a is None else np.asarray(jax.device_get(a))
+  view = {
+      'coalition': coalition,
+      'input_value_shares': get(input_value_shares)[rows],
+      'opened_sum_shares': get(opened_sum_shares),
+      'opened_sum': get(opened_sum),
+  }
+  if input_mac_shares is not None:
+    view['input_mac_shares'] = get(input_mac_shares)[rows]
+  if mac_key_shares is not None:
+    view['mac_key_shares'] = get(mac_key_shares)[rows]
+  if masked_inputs is not None:
+    view['masked_inputs'] = get(masked_inputs)
+  for name, value in public.items():
+    view[name] = get(value) if isinstance(value, jax.Array) else value
+  return view
