@@ -27,15 +27,20 @@ setuptools.setup(
         'importlib_resources>=6.0',  # TFDS without TensorFlow needs it.
         'array_record>=0.5',
         'etils[epath,epy]>=1.7',
+        'scipy>=1.11',  # MATLAB .mat readers (MPIIGaze), KDE for the gaze-distribution metric.
+        'h5py>=3.9',  # MATLAB v7.3 and the preprocessed .h5 files.
+        'pillow>=10.0',  # Images of GazeCapture, raw MPIIFaceGaze and your own study.
+        'dm-pix>=0.4.2',  # PSNR / SSIM of DualView reconstructions.
+        'matplotlib>=3.8',  # Reconstruction grids, gaze plots, report figures.
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'chex>=0.1.87', 'hypothesis>=6.100',
-                 'scipy>=1.11'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'chex>=0.1.87', 'hypothesis>=6.100'],
     },
     entry_points={
         'console_scripts': [
             'privateyes-train=experiments.train:entry_point',
             'privateyes-demo=experiments.demo:entry_point',
+            'privateyes-prepare=data_prep.prepare:entry_point',
         ],
     },
 )

@@ -47,4 +47,7 @@ def build_model(model_config) -> nn.Module:
   if name == 'gazenet':
     return GazeNet(conv_features=tuple(model_config.conv_features),
                    hidden=model_config.hidden, padding=model_config.padding)
-  raise ValueError(f'Unknown model {name!r}; available: "gazenet".')
+  if name == 'resnet_face':
+    from privateyes_jax.models import face  # pylint: disable=g-import-not-at-top
+    return face.build_face_model(model_config)
+  raise ValueError(f'Unknown model {name!r}; available: "gazenet", "resnet_face".')
