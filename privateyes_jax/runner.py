@@ -8,6 +8,7 @@ Re-running it on the same workdir resumes from the latest checkpoint.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -62,6 +63,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
       preemption drills); the summary is not written then.
   """
   validate(config)
+  if config.data.protocol == 'loo' and config.data.fold == -1:
+    return _all_folds(config, workdir, overwrite)
   t0 = time.perf_counter()
   dataset = data_lib.load_dataset(config.data)
   train_people, test_people = data_lib.split_people(dataset, config.data)
@@ -109,4 +112,41 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
   wd.write_summary(summary)
   logging.info('%s on %s: held-out error %.3f (mean predictor %.3f)', summary['method'],
                summary['dataset'], summary['test_error'], baseline)
+  return summary
+
+
+def _all_folds(config, workdir: str, overwrite: bool) -> dict:
+  """Leave-one-person-out over every person: one sub-run per fold in ``fold_XX/``.
+
+  The summary reports each person's error from the fold that held them out, and
+  the mean over people.
+  """
+  dataset = data_lib.load_dataset(config.data)
+  wd = workdir_lib.Workdir.open(workdir, config, overwrite=overwrite)
+  wd.close()
+  per_person, folds = {}, []
+  for fold in range(len(dataset.people)):
+    fold_config = config.copy_and_resolve_references()
+    with fold_config.unlocked():
+      fold_config.data.fold = fold
+    s = train_and_evaluate(fold_config, os.path.join(workdir, f'fold_{fold:02d}'),
+                           overwrite=overwrite)
+    per_person.update(s['per_person_error'])
+    folds.append(s)
+  summary = {k: v for k, v in folds[0].items()
+             if k not in ('test_error', 'per_person_error', 'per_person_error_deg',
+                          'test_people', 'test_angular_error_deg', 'wall_time_s',
+                          'total_time_s', 'baseline_mean_predictor_error',
+                          'baseline_mean_predictor_error_deg')}
+  summary.update(
+      protocol='loo', folds=len(folds), per_person_error=per_person,
+      test_error=float(np.mean(list(per_person.values()))),
+      baseline_mean_predictor_error=float(np.mean(
+          [s['baseline_mean_predictor_error'] for s in folds])),
+      wall_time_s=float(sum(s['wall_time_s'] for s in folds)))
+  if dataset.label_kind == 'gaze':
+    summary.update(test_angular_error_deg=summary['test_error'],
+                   per_person_error_deg=per_person,
+                   baseline_mean_predictor_error_deg=summary['baseline_mean_predictor_error'])
+  workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
   return summary

@@ -28,12 +28,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.num_test_people = 3
   c.data.fold = 0  # -1 with protocol='loo': every fold, one sub-run each.
   c.data.partition = 'person'  # 'person' (each client is one person) or 'iid' (control).
+  # Public datasets and your own study (docs/DATASETS.md); '' / () / 0 / -1 = dataset default.
+  c.data.manual_dir = ''  # Where your copy of the raw files is (never downloaded).
+  c.data.image_size = 0  # Face datasets: resize to this (int or (H, W)).
+  c.data.channels = 0
+  c.data.people = ()  # Subset of people, e.g. ('p00', 'p01').
+  c.data.expected_samples_per_person = -1  # 3000 for MPII evaluation subsets; 0 = any.
+  c.data.splits = ''  # GazeCapture splits, e.g. 'train+test'.
+  c.data.h5_file = ''  # Preprocessed MPIIGaze.h5 / MPIIFaceGaze.h5.
+  c.data.label_kind = ''  # own_study: 'gaze' or 'screen'.
+  c.data.labels_file = ''  # own_study: per-person CSV name.
+  c.data.normalized_distance_mm = 0.0  # Raw MPIIFaceGaze normalisation distance.
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'gazenet'
   c.model.conv_features = (20, 50)
   c.model.hidden = 500
-  c.model.padding = 'SAME'
+  c.model.padding = 'VALID'  # The original MPIIGaze LeNet (1.8M params); 'SAME': 3.4M.
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'
@@ -67,6 +78,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.aggregator = ml_collections.ConfigDict()
   c.aggregator.name = 'mean'  # mean (plain FL) | privateyes | privateyes_semi_honest.
+  # PrivatEyes MPC (docs/MPC.md): S servers, fixed point with f fractional bits in
+  # Z_2^k, shares and MACs in Z_2^(k+s) (k + s <= 64).
+  c.aggregator.num_servers = 3
+  c.aggregator.k = 32
+  c.aggregator.f = 16
+  c.aggregator.s = 32
+  c.aggregator.coalition = (0, 1)  # Passive coalition (<= S-1 servers) whose view is recorded.
+  c.aggregator.adversary = ml_collections.ConfigDict()
+  c.aggregator.adversary.kind = 'none'  # none | add_error | flip_bits | corrupt_mac |
+  #   corrupt_check_value | drop_client | replay_client (one malicious server).
+  c.aggregator.adversary.server = 0
+  c.aggregator.adversary.client = 0
+  c.aggregator.adversary.magnitude = 1
+  c.aggregator.adversary.element = -1
+  c.aggregator.adversary.before_commit = False
   c.record_views = ''  # '' | 'last' | 'all': save what the observing party sees (attack input).
 
   if arg == 'tiny':

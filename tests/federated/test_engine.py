@@ -239,3 +239,14 @@ def test_bad_fl_configs(tmp_path):
                               str(tmp_path / 'c'))
   with pytest.raises(ValueError, match='zero clients'):
     runner.train_and_evaluate(fl_config(**{'fl.client_fraction': 0.01}), str(tmp_path / 'd'))
+
+
+def test_leave_one_person_out_all_folds(tmp_path):
+  config = fl_config(**{'data.protocol': 'loo', 'data.fold': -1, 'data.num_people': 3,
+                        'fl.rounds': 1})
+  summary = runner.train_and_evaluate(config, str(tmp_path / 'loo'))
+  assert summary['folds'] == 3
+  assert sorted(summary['per_person_error']) == ['p00', 'p01', 'p02']
+  np.testing.assert_allclose(summary['test_error'],
+                             np.mean(list(summary['per_person_error'].values())))
+  assert os.path.exists(tmp_path / 'loo' / 'fold_02' / 'summary.json')

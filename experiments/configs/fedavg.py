@@ -1,0 +1,18 @@
+r"""FedAvg (McMahan et al., 2017) on synthetic identities: each person is a client.
+
+  python -m experiments.train --config=experiments/configs/fedavg.py --workdir=/tmp/fedavg
+
+Adaptive variants: fedavgm.py, fedadam.py, fedyogi.py; no aggregation: local.py.
+"""
+
+from experiments.configs import default
+
+
+def get_config(arg: str | None = None):
+  c = default.get_config(arg)
+  c.method = 'federated'
+  c.optimizer.name = 'sgd'  # Client optimizer; its state restarts every round.
+  c.optimizer.learning_rate = 0.05
+  c.fl.server_optimizer = 'fedavg'
+  c.fl.server_lr = 1.0
+  return c
