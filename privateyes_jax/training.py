@@ -24,15 +24,24 @@ Batch = dict[str, Any]
 
 
 def make_optimizer(opt_config) -> optax.GradientTransformation:
-  """The optax optimizer named by ``opt_config.name`` (sgd, momentum, adam)."""
+  """The optax optimizer named by ``opt_config.name`` (sgd, momentum, adam).
+
+  ``opt_config.clip_norm > 0`` clips each step's gradient to that global norm first
+  (keeps large client learning rates stable in the first local steps).
+  """
   lr = opt_config.learning_rate
   if opt_config.name == 'sgd':
-    return optax.sgd(lr)
-  if opt_config.name == 'momentum':
-    return optax.sgd(lr, momentum=opt_config.get('momentum', 0.9))
-  if opt_config.name == 'adam':
-    return optax.adam(lr)
-  raise ValueError(f'Unknown optimizer {opt_config.name!r}; available: sgd, momentum, adam.')
+    tx = optax.sgd(lr)
+  elif opt_config.name == 'momentum':
+    tx = optax.sgd(lr, momentum=opt_config.get('momentum', 0.9))
+  elif opt_config.name == 'adam':
+    tx = optax.adam(lr)
+  else:
+    raise ValueError(f'Unknown optimizer {opt_config.name!r}; available: sgd, momentum, adam.')
+  clip = opt_config.get('clip_norm', 0.0)
+  if clip < 0:
+    raise ValueError(f'optimizer.clip_norm must be >= 0 (0: no clipping), got {clip}.')
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
 
 
 def loss_fn(apply_fn: Callable, params, batch: Batch) -> jax.Array:

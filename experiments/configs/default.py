@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.name = 'adam'
   c.optimizer.learning_rate = 1e-3
   c.optimizer.momentum = 0.9  # Used by name='momentum'.
+  c.optimizer.clip_norm = 0.0  # > 0: clip each gradient to this global norm.
   c.batch_size = 32
 
   c.train = ml_collections.ConfigDict()
@@ -70,7 +71,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.fl.server_b1 = 0.9  # fedadam / fedyogi.
   c.fl.server_b2 = 0.99
   c.fl.server_tau = 1e-3  # Adaptivity (the optimizer's eps).
-  c.fl.executor = 'auto'  # auto | sequential | vmap | sharded.
+  c.fl.executor = 'auto'  # auto | sequential | vmap | sharded | client_parallel.
+  c.fl.compute_dtype = 'float32'  # client_parallel conv activations: float32 | bfloat16.
   c.fl.client_chunk = 0  # Clients per compiled chunk; 0 = all sampled clients at once.
   c.fl.unroll = True  # Unroll local steps (XLA:CPU runs conv loops ~10x slower).
   c.fl.eval_every = 1  # Rounds between evaluations.

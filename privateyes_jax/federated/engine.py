@@ -120,7 +120,13 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   client_opt = training.make_optimizer(config.optimizer)
   local_train = executors_lib.make_local_train(model.apply, client_opt,
                                                unroll=fl.get('unroll', True))
-  executor = executors_lib.Executor(local_train, fl.executor, fl.client_chunk)
+  clients_train = None
+  if config.model.name == 'gazenet':
+    clients_train = executors_lib.make_clients_train(
+        config.model, client_opt, unroll=fl.get('unroll', True),
+        compute_dtype=jnp.dtype(fl.get('compute_dtype', 'float32')))
+  executor = executors_lib.Executor(local_train, fl.executor, fl.client_chunk,
+                                    clients_train=clients_train, model_name=config.model.name)
   params = model.init(jax.random.PRNGKey(config.seed), people[0].images[:1],
                       people[0].head_pose[:1])['params']
   flat0, unravel = ravel_pytree(params)

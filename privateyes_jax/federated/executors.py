@@ -13,7 +13,10 @@ results and differ only in how the client axis is mapped onto the hardware:
 * ``sequential``: one jitted call per client (the reference; fastest on CPU).
 * ``vmap``: all clients of a chunk in one jitted, vmapped program.
 * ``sharded``: like ``vmap`` with the client axis split over a device mesh.
-* ``auto``: picked per backend from measurement (docs/BENCHMARKS.md).
+* ``client_parallel``: GazeNet only; every layer of all clients of a chunk as one
+  batched GEMM over the client axis (`models/client_parallel.py`), instead of the
+  grouped convolutions that ``vmap`` produces.
+* ``auto``: picked per backend and model from measurement (docs/BENCHMARKS.md).
 
 Chunks of ``client_chunk`` clients bound the memory; the last chunk is padded
 with masked-out clients so every chunk reuses one compiled program.
@@ -22,6 +25,7 @@ with masked-out clients so every chunk reuses one compiled program.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -34,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from privateyes_jax import training
 from privateyes_jax.federated import client_data
 
-EXECUTORS = ('auto', 'sequential', 'vmap', 'sharded')
+EXECUTORS = ('auto', 'sequential', 'vmap', 'sharded', 'client_parallel')
 
 
 class LocalResults(NamedTuple):
@@ -70,9 +74,65 @@ def make_local_train(apply_fn: Callable, client_optimizer: optax.GradientTransfo
   return local_train
 
 
-def default_executor(backend: str | None = None) -> str:
-  """The measured fastest executor per backend (see docs/BENCHMARKS.md)."""
+def make_clients_train(model_config, client_optimizer: optax.GradientTransformation,
+                       unroll: int | bool = True, compute_dtype=jnp.float32):
+  """Local training of a chunk of clients with an explicit client axis (GazeNet only).
+
+  ``clients_train(params, arrays, client_ids [C], indices [C,T,B], mask [C,T,B],
+  per_client_params) -> (Δ [C, P], losses [C], weights [C])``, numerically the same
+  as vmapping `make_local_train`, but each layer is one batched GEMM over clients.
+  """
+  from privateyes_jax.models import client_parallel  # pylint: disable=g-import-not-at-top
+  if model_config.name != 'gazenet':
+    raise ValueError(f'The client_parallel executor supports model.name="gazenet", not '
+                     f'{model_config.name!r}; use fl.executor="vmap".')
+  model_kwargs = dict(conv_features=tuple(model_config.conv_features),
+                      padding=model_config.padding, compute_dtype=compute_dtype)
+
+  def loss_and_grad(p, batch):
+    losses, vjp = jax.vjp(lambda q: client_data_losses(q, batch), p)
+    return losses, vjp(jnp.ones_like(losses))[0]
+
+  def client_data_losses(p, batch):
+    return client_parallel.client_losses(p, batch, **model_kwargs)
+
+  gather = jax.vmap(client_data.gather_batches, in_axes=(None, 0, 0, 0))
+
+  def clients_train(params, arrays, client_ids, indices, mask, per_client_params):
+    c = client_ids.shape[0]
+    stacked = params if per_client_params else jax.tree.map(
+        lambda x: jnp.broadcast_to(x, (c,) + x.shape), params)
+
+    def body(carry, step_inputs):
+      p, s = carry
+      idx, m = step_inputs  # [C, B] each.
+      losses, grads = loss_and_grad(p, gather(arrays, client_ids, idx, m))
+      updates, new_s = jax.vmap(client_optimizer.update)(grads, s, p)
+      new_p = optax.apply_updates(p, updates)
+      has_data = m.sum(-1) > 0  # A client without data this step keeps its state.
+      keep = lambda new, old: jax.tree.map(
+          lambda n, o: jnp.where(has_data.reshape((c,) + (1,) * (n.ndim - 1)), n, o), new, old)
+      return (keep(new_p, p), keep(new_s, s)), losses
+
+    carry = (stacked, jax.vmap(client_optimizer.init)(stacked))
+    steps_first = lambda x: jnp.swapaxes(x, 0, 1)
+    (local, _), losses = jax.lax.scan(body, carry, (steps_first(indices), steps_first(mask)),
+                                      unroll=unroll)
+    delta = jax.tree.map(jnp.subtract, local, stacked)
+    updates = jax.vmap(lambda d: ravel_pytree(d)[0])(delta)
+    steps_with_data = (mask.sum(-1) > 0).astype(jnp.float32)  # [C, T]
+    mean_loss = (jnp.sum(losses.T * steps_with_data, axis=1)
+                 / jnp.maximum(steps_with_data.sum(1), 1.0))
+    return updates, mean_loss, mask.sum((1, 2))
+
+  return clients_train
+
+
+def default_executor(backend: str | None = None, model_name: str = 'gazenet') -> str:
+  """The measured fastest executor per backend and model (see docs/BENCHMARKS.md)."""
   backend = backend or jax.default_backend()
+  if model_name == 'gazenet':
+    return 'client_parallel'
   return 'sequential' if backend == 'cpu' else 'vmap'
 
 
@@ -82,18 +142,32 @@ class Executor:
   local_train: Callable
   kind: str = 'auto'
   client_chunk: int = 0  # 0: all sampled clients in one chunk.
+  clients_train: Callable | None = None  # For 'client_parallel' (make_clients_train).
+  model_name: str = 'gazenet'
 
   def __post_init__(self):
     if self.kind not in EXECUTORS:
       raise ValueError(f'Unknown executor {self.kind!r}; available: {", ".join(EXECUTORS)}.')
     if self.client_chunk < 0:
       raise ValueError(f'client_chunk must be >= 0, got {self.client_chunk}.')
-    self.resolved = default_executor() if self.kind == 'auto' else self.kind
+    if self.kind == 'auto':
+      self.resolved = default_executor(model_name=self.model_name)
+      if self.resolved == 'client_parallel' and self.clients_train is None:
+        self.resolved = default_executor(model_name='')
+    else:
+      self.resolved = self.kind
+    if self.resolved == 'client_parallel' and self.clients_train is None:
+      raise ValueError('fl.executor="client_parallel" needs a GazeNet model.')
     self._compiled: dict[Any, Callable] = {}
 
   # ------------------------------------------------------------------ helpers
   def _vmapped(self, per_client_params: bool, mesh: Mesh | None):
     key = (per_client_params, mesh is not None)
+    if self.resolved == 'client_parallel':
+      if key not in self._compiled:
+        self._compiled[key] = jax.jit(functools.partial(
+            self.clients_train, per_client_params=per_client_params))
+      return self._compiled[key]
     if key not in self._compiled:
       fn = jax.vmap(self.local_train, in_axes=(0 if per_client_params else None, None, 0, 0, 0))
       if mesh is None:

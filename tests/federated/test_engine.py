@@ -81,6 +81,12 @@ def test_client_without_data_is_an_error():
     client_data.make_store([person, empty])
 
 
+def _tiny_model_config():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(name='gazenet', conv_features=(4, 8), hidden=16,
+                                        padding='SAME'))
+
+
 def _round_inputs(num_clients=4, steps=2, batch=4):
   ds = synthetic.make_dataset(num_clients, 6)
   store = client_data.make_store(ds.people)
@@ -92,13 +98,15 @@ def _round_inputs(num_clients=4, steps=2, batch=4):
   return ds, store, model, params, ids, idx, mask
 
 
-@pytest.mark.parametrize('kind,chunk', [('vmap', 0), ('vmap', 3), ('sharded', 0)])
+@pytest.mark.parametrize('kind,chunk', [('vmap', 0), ('vmap', 3), ('sharded', 0),
+                                        ('client_parallel', 0), ('client_parallel', 3)])
 def test_executors_agree_with_sequential(kind, chunk):
   _, store, model, params, ids, idx, mask = _round_inputs()
   import optax  # pylint: disable=g-import-not-at-top
   local = executors.make_local_train(model.apply, optax.sgd(0.05))
+  clients = executors.make_clients_train(_tiny_model_config(), optax.sgd(0.05))
   ref = executors.Executor(local, 'sequential').run(params, store, ids, idx, mask)
-  got = executors.Executor(local, kind, chunk).run(params, store, ids, idx, mask)
+  got = executors.Executor(local, kind, chunk, clients).run(params, store, ids, idx, mask)
   np.testing.assert_allclose(got.updates, ref.updates, atol=1e-6, rtol=1e-5)
   np.testing.assert_allclose(got.losses, ref.losses, atol=1e-6, rtol=1e-5)
   np.testing.assert_array_equal(got.weights, ref.weights)
@@ -130,7 +138,7 @@ def test_fedavg_one_step_equals_weighted_gradient_step(tmp_path):
   np.testing.assert_array_equal(res.weights, weights)
 
 
-@pytest.mark.parametrize('executor', ['sequential', 'vmap', 'sharded'])
+@pytest.mark.parametrize('executor', ['sequential', 'vmap', 'sharded', 'client_parallel'])
 def test_runs_end_to_end_and_executors_agree(tmp_path, executor):
   config = fl_config(**{'fl.executor': executor})
   summary = runner.train_and_evaluate(config, str(tmp_path / executor))

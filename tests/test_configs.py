@@ -1,0 +1,37 @@
+"""Every shipped config loads, validates, and (where it names one) selects its method."""
+
+import glob
+import importlib
+import os
+
+import pytest
+
+from privateyes_jax import runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = sorted(os.path.splitext(os.path.basename(p))[0]
+                 for p in glob.glob(os.path.join(ROOT, 'experiments', 'configs', '*.py'))
+                 if not p.endswith('__init__.py'))
+
+
+@pytest.mark.parametrize('name', [m for m in MODULES if m != 'paper'])
+def test_config_validates(name):
+  config = importlib.import_module(f'experiments.configs.{name}').get_config()
+  runner.validate(config)
+  tiny = importlib.import_module(f'experiments.configs.{name}').get_config('tiny')
+  runner.validate(tiny)
+
+
+def test_paper_configs():
+  from experiments.configs import paper  # pylint: disable=g-import-not-at-top
+  for dataset in paper.DATASETS:
+    for method in paper.METHODS:
+      config = paper.get_config(f'{dataset},{method}')
+      runner.validate(config)
+      assert config.data.name == dataset
+  assert paper.get_config('mpiigaze,privateyes').aggregator.name == 'privateyes'
+  assert paper.get_config('gazecapture,fedavg').model.head == 'screen'
+  with pytest.raises(ValueError, match='Unknown dataset'):
+    paper.get_config('nvgaze,fedavg')
+  with pytest.raises(ValueError, match='Unknown method'):
+    paper.get_config('mpiigaze,fedprox')
