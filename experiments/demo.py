@@ -6,7 +6,6 @@ Each method trains into its own sub-workdir (``runs/demo/<method>``), so re-runn
 resumes or reuses finished runs. ``--overwrite`` starts everything afresh.
 """
 
-import importlib
 import os
 import time
 
@@ -14,25 +13,35 @@ from absl import flags
 from absl import logging
 
 from experiments import common
+from experiments.configs import demo as demo_configs
 from privateyes_jax import runner
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Where the demo runs are written.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start every demo run afresh.')
 
-# (run name, config module) in the order they run.
-DEMO_RUNS = (
-    ('centralized', 'experiments.configs.demo'),
-)
+# (run name, config argument of experiments/configs/demo.py) in the order they run.
+DEMO_RUNS = ('centralized', 'fedavg', 'privateyes', 'local')
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:
-  """The demo's results table: held-out error per method, next to the mean predictor."""
-  lines = [f'{"method":<14} {"held-out error (deg)":>21} {"mean predictor (deg)":>21} '
-           f'{"train people":>12} {"test people":>11} {"time (s)":>9}']
+  """The demo's results table: held-out error per method, against centralized and the
+  mean predictor, with each federated method's round time and upload per client."""
+  reference = dict(rows).get('centralized', {}).get('test_error')
+  lines = [f'{"method":<12} {"held-out err (deg)":>18} {"vs central":>10} '
+           f'{"mean pred (deg)":>15} {"clients":>7} {"rounds":>6} {"s/round":>8} '
+           f'{"upload/client":>13} {"time (s)":>8}']
   for name, s in rows:
-    lines.append(f'{name:<14} {s["test_error"]:>21.2f} {s["baseline_mean_predictor_error"]:>21.2f} '
-                 f'{s["num_people_train"]:>12d} {s["num_people_test"]:>11d} '
-                 f'{s["wall_time_s"]:>9.1f}')
+    rel = f'{s["test_error"] / reference:>9.2f}x' if reference else f'{"":>10}'
+    rounds = s.get('rounds')
+    per_round = s.get('mean_round_seconds')
+    upload = s.get('upload_bytes_per_client')
+    lines.append(
+        f'{name:<12} {s["test_error"]:>18.2f} {rel} {s["baseline_mean_predictor_error"]:>15.2f} '
+        f'{s.get("num_clients", s["num_people_train"]):>7d} '
+        f'{rounds if rounds else "-":>6} '
+        f'{(f"{per_round:.2f}" if per_round else "-"):>8} '
+        f'{(f"{upload / 2**20:.1f} MiB" if upload and name != "local" else "-"):>13} '
+        f'{s["wall_time_s"]:>8.1f}')
   return '\n'.join(lines)
 
 
@@ -40,8 +49,8 @@ def main(argv):
   del argv  # Unused.
   t0 = time.perf_counter()
   rows = []
-  for name, module in DEMO_RUNS:
-    config = importlib.import_module(module).get_config()
+  for name in DEMO_RUNS:
+    config = demo_configs.get_config(name)
     workdir = os.path.join(_WORKDIR.value, name)
     logging.info('Demo: training %s into %s', name, workdir)
     rows.append((name, runner.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value)))

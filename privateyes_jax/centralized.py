@@ -56,7 +56,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
           halt_after: int | None = None) -> dict:
   """Trains the centralized baseline; returns the summary fields of this method."""
   pooled = data_lib.pool(train_people.people)
-  optimizer = training.make_optimizer(config.optimizer)
+  optimizer = training.make_optimizer(config.optimizer, config.train.steps)
   batches = PooledBatches(pooled, config.batch_size, config.seed)
   params = model.init(jax.random.PRNGKey(config.seed), pooled['images'][:1],
                       pooled['head_pose'][:1])['params']

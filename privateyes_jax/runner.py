@@ -44,6 +44,10 @@ def validate(config) -> None:
                        f'{", ".join(executors.EXECUTORS)}.')
     if config.method == 'federated':
       server.make_server_optimizer(fl)  # Validates name and hyperparameters.
+    if config.optimizer.get('schedule', 'constant') != 'constant':
+      raise ValueError('optimizer.schedule must be "constant" for federated and local runs '
+                       '(clients restart their optimizer every round); decay the server '
+                       'learning rate with fl.server_schedule instead.')
     if config.get('record_views', '') not in ('', 'last', 'all'):
       raise ValueError(f'record_views must be "", "last" or "all", got {config.record_views!r}.')
   if not config.optimizer.learning_rate > 0:

@@ -23,13 +23,24 @@ from privateyes_jax import metrics
 Batch = dict[str, Any]
 
 
-def make_optimizer(opt_config) -> optax.GradientTransformation:
+def learning_rate(lr: float, schedule: str, total_steps: int):
+  """A constant rate, or a cosine decay to 10% of ``lr`` over ``total_steps``."""
+  if schedule == 'constant':
+    return lr
+  if schedule == 'cosine':
+    return optax.cosine_decay_schedule(lr, max(total_steps, 1), alpha=0.1)
+  raise ValueError(f'Unknown learning-rate schedule {schedule!r}; available: constant, cosine.')
+
+
+def make_optimizer(opt_config, total_steps: int = 0) -> optax.GradientTransformation:
   """The optax optimizer named by ``opt_config.name`` (sgd, momentum, adam).
 
-  ``opt_config.clip_norm > 0`` clips each step's gradient to that global norm first
-  (keeps large client learning rates stable in the first local steps).
+  ``opt_config.schedule`` ('constant' or 'cosine' over ``total_steps``) shapes the
+  learning rate; ``opt_config.clip_norm > 0`` clips each step's gradient to that
+  global norm first (keeps large client learning rates stable in the first local steps).
   """
-  lr = opt_config.learning_rate
+  lr = learning_rate(opt_config.learning_rate, opt_config.get('schedule', 'constant'),
+                     total_steps)
   if opt_config.name == 'sgd':
     tx = optax.sgd(lr)
   elif opt_config.name == 'momentum':

@@ -7,27 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.configs import default
 from privateyes_jax import runner
 from privateyes_jax import workdir as workdir_lib
-
-
-def tiny_config(**overrides):
-  config = default.get_config('tiny')
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return config
-
-
-def _params(workdir):
-  wd = workdir_lib.Workdir(workdir)
-  state = wd._manager.restore(wd.latest_step())  # pylint: disable=protected-access
-  wd.close()
-  return state['params']
+from tests.helpers import final_params as _params
+from tests.helpers import tiny_config
 
 
 def test_trains_and_writes_outputs(tmp_path):

@@ -22,10 +22,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.source = 'memory'  # 'memory' renders in RAM; 'tfds' prepares/reads array_record.
   c.data.data_dir = ''  # TFDS data_dir; '' = $PRIVATEYES_DATA_DIR or ~/tensorflow_datasets.
   c.data.seed = 0  # Seed of the synthetic people (separate from the training seed).
-  c.data.num_people = 18  # 15 federation people + 3 held-out test people.
+  c.data.num_people = 20  # 15 federation people + 5 held-out test people.
   c.data.samples_per_person = 600
   c.data.protocol = 'holdout'  # 'holdout' (last num_test_people) or 'loo' (person `fold`).
-  c.data.num_test_people = 3
+  c.data.num_test_people = 5
   c.data.fold = 0  # -1 with protocol='loo': every fold, one sub-run each.
   c.data.partition = 'person'  # 'person' (each client is one person) or 'iid' (control).
   # Public datasets and your own study (docs/DATASETS.md); '' / () / 0 / -1 = dataset default.
@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 1e-3
   c.optimizer.momentum = 0.9  # Used by name='momentum'.
   c.optimizer.clip_norm = 0.0  # > 0: clip each gradient to this global norm.
+  c.optimizer.schedule = 'constant'  # constant | cosine (to 10% over train.steps).
   c.batch_size = 32
 
   c.train = ml_collections.ConfigDict()
@@ -71,6 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.fl.server_b1 = 0.9  # fedadam / fedyogi.
   c.fl.server_b2 = 0.99
   c.fl.server_tau = 1e-3  # Adaptivity (the optimizer's eps).
+  c.fl.server_schedule = 'constant'  # constant | cosine (to 10% over fl.rounds).
   c.fl.executor = 'auto'  # auto | sequential | vmap | sharded | client_parallel.
   c.fl.compute_dtype = 'float32'  # client_parallel conv activations: float32 | bfloat16.
   c.fl.client_chunk = 0  # Clients per compiled chunk; 0 = all sampled clients at once.

@@ -82,7 +82,9 @@ def make_identity(seed: int, person_index: int) -> Identity:
   u = rng.uniform
   texture = 0.07 * _smooth_noise(rng, (5, 8)) + 0.025 * _smooth_noise(rng, (12, 20))
   texture -= texture.mean()
-  sd_pitch, sd_yaw = u(0.05, 0.11), u(0.06, 0.14)
+  # Everyone looks at a similar screen, each with their own habits: per-person means
+  # differ by up to ~15 degrees and the distributions overlap, as in MPIIGaze.
+  sd_pitch, sd_yaw = u(0.07, 0.12), u(0.09, 0.16)
   rho = u(-0.5, 0.5)
   cov = np.array([[sd_pitch**2, rho * sd_pitch * sd_yaw],
                   [rho * sd_pitch * sd_yaw, sd_yaw**2]])
@@ -106,7 +108,7 @@ def make_identity(seed: int, person_index: int) -> Identity:
       brow_thickness=u(1.8, 4.5),
       brow_darkness=u(0.15, 0.6),
       brow_slant=u(-0.15, 0.15),
-      gaze_mean=np.array([u(-0.35, 0.05), u(-0.35, 0.35)]),
+      gaze_mean=np.array([u(-0.28, 0.0), u(-0.25, 0.25)]),
       gaze_cov=cov,
       head_mean=np.array([u(-0.15, 0.15), u(-0.25, 0.25)]),
       head_std=u(0.03, 0.08),

@@ -131,7 +131,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
                       people[0].head_pose[:1])['params']
   flat0, unravel = ravel_pytree(params)
   num_params = flat0.size
-  server_opt = server_lib.make_server_optimizer(fl)
+  server_opt = server_lib.make_server_optimizer(fl)  # Its schedule counts rounds.
   aggregator = None if local_only else build_aggregator(config, k, num_params)
 
   if local_only:

@@ -19,10 +19,16 @@ SERVER_OPTIMIZERS = ('fedavg', 'fedavgm', 'fedadam', 'fedyogi')
 
 
 def make_server_optimizer(cfg) -> optax.GradientTransformation:
-  """The optax server optimizer of ``config.fl`` (``server_optimizer``, ``server_lr``, ...)."""
+  """The optax server optimizer of ``config.fl`` (``server_optimizer``, ``server_lr``, ...).
+
+  ``fl.server_schedule='cosine'`` decays the server learning rate to 10% over
+  ``fl.rounds`` (the optimizer's step count is the round, restored on resume).
+  """
   name, lr = cfg.server_optimizer, cfg.server_lr
   if not lr > 0:
     raise ValueError(f'fl.server_lr must be > 0, got {lr}.')
+  from privateyes_jax import training  # pylint: disable=g-import-not-at-top
+  lr = training.learning_rate(lr, cfg.get('server_schedule', 'constant'), cfg.rounds)
   if name == 'fedavg':
     return optax.sgd(lr)
   if name == 'fedavgm':

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import default
 from privateyes_jax import data as data_lib
 from privateyes_jax import runner
 from privateyes_jax import training
@@ -19,27 +18,14 @@ from privateyes_jax.federated import engine
 from privateyes_jax.federated import executors
 from privateyes_jax.federated import server
 from privateyes_jax.models import gaze
+from tests.helpers import final_params
+from tests.helpers import tiny_config
 
 
 def fl_config(**overrides):
-  config = default.get_config('tiny')
-  config.method = 'federated'
-  config.optimizer.name = 'sgd'
-  config.optimizer.learning_rate = 0.05
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return config
-
-
-def final_params(workdir):
-  wd = workdir_lib.Workdir(workdir)
-  state = wd._manager.restore(wd.latest_step())  # pylint: disable=protected-access
-  wd.close()
-  return state.get('params', state.get('client_params'))
+  """The tiny preset as a federated run with client SGD."""
+  base = {'method': 'federated', 'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05}
+  return tiny_config(**{**base, **overrides})
 
 
 def test_round_indices_masks_and_determinism():

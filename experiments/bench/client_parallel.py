@@ -1,7 +1,7 @@
 r"""Local training of many federated clients: per-client loop vs vmap vs batched GEMMs.
 
-  python experiments/bench_client_parallel.py --clients=15,64,256 --local_steps=10 --batch=32
-  python experiments/bench_client_parallel.py --quick  # smoke run, ~1 minute on CPU
+  python -m experiments.bench.client_parallel --clients=15,64,256 --local_steps=10 --batch=32
+  python -m experiments.bench.client_parallel --quick  # smoke run, ~1 minute on CPU
 
 One "round" is what a federated round asks of the clients: each of ``C`` clients
 starts from the same global GazeNet params and takes ``local_steps`` SGD steps on
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The plain `python experiments/bench_client_parallel.py` form puts experiments/ on
+# The plain `python -m experiments.bench.client_parallel` form puts experiments/ on
 # sys.path, not the repository root; add it so the package imports uninstalled.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,0 +1,208 @@
+r"""Secure aggregation vs the plain weighted mean (and optionally whole rounds), one run.
+
+  python -m experiments.bench.secure_aggregation --clients=15,256 --params=3402076
+  python -m experiments.bench.secure_aggregation --clients=15 --params=1800000 --round \
+      --padding=VALID
+
+For every client count C and parameter count P it times, after a warm-up call
+(compile) and on the same random updates:
+
+* ``plain``: the jitted weighted mean of FedAvg (``federated.aggregators``);
+* ``semi``: ``SecureAggregator(mode='privateyes_semi_honest').apply``;
+* ``privateyes``: ``SecureAggregator(mode='privateyes').apply`` (SPDZ2k with
+  the MAC check, including the simulated dealer),
+
+and prints the secure/plain ratios, the aggregator's memory plan and XLA's memory
+analysis of the fused chunk program. ``--round`` adds whole training rounds:
+FedAvg = local training of C clients (client_parallel executor, GazeNet conv
+(20, 50), hidden 500, ``--local_steps`` SGD steps of ``--batch`` on synthetic
+people) + plain mean; PrivatEyes = the same + the privateyes aggregation; and
+their ratio. Needs only jax, numpy, optax, flax and privateyes_jax.
+"""
+
+import argparse
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from privateyes_jax.federated import aggregators
+from privateyes_jax.mpc import aggregator as mpc_aggregator
+from privateyes_jax.mpc import fused
+
+MODES = {'semi': 'privateyes_semi_honest', 'privateyes': 'privateyes'}
+
+
+def _time(fn, repeats):
+  """Min and median seconds of ``fn()`` (which must block) after one warm-up."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times), float(np.median(times))
+
+
+def _chunk_program_memory(agg, updates, weights):
+  """XLA's memory analysis of the fused chunk program (temp bytes), or None."""
+  num_clients, num_params = updates.shape
+  chunk = agg.chunk_size(num_clients, num_params)
+  with jax.enable_x64(True):
+    seeds, _ = mpc_aggregator.round_seeds(jax.random.key(0), num_clients,
+                                          agg.num_servers, agg.mode)
+    acc, stats = fused.init_accumulators(agg.mode, agg.spec, agg.num_servers,
+                                         num_params + 1, num_clients)
+    try:
+      compiled = fused.accumulate.lower(
+          acc, stats, updates, jnp.int32(0), weights, seeds,
+          jnp.float32(agg.max_weight), jnp.int32(0), mode=agg.mode,
+          spec=agg.spec, num_servers=agg.num_servers, prg=agg.prg, chunk=chunk,
+          num_clients=num_clients).compile()
+      analysis = compiled.memory_analysis()
+      return None if analysis is None else int(analysis.temp_size_in_bytes)
+    except Exception:  # pylint: disable=broad-except
+      return None
+
+
+def _peak_bytes():
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get('peak_bytes_in_use')
+
+
+def bench_aggregation(args, num_clients, num_params, prg, max_weight):
+  key = jax.random.key(num_clients)
+  updates = jax.random.normal(key, (num_clients, num_params), jnp.float32) * 1e-3
+  weights = jnp.full((num_clients,), max_weight, jnp.float32).at[0].set(max_weight / 2)
+  jax.block_until_ready((updates, weights))
+  plain = lambda: jax.block_until_ready(aggregators.weighted_mean(updates, weights))
+  rows = {'plain': _time(plain, args.repeats)}
+  reference = np.asarray(plain()[0])
+  for name in args.modes.split(','):
+    agg = mpc_aggregator.SecureAggregator(
+        mode=MODES[name], num_servers=args.servers, max_weight=max_weight,
+        client_chunk=args.client_chunk, prg=prg)
+    state = agg.init(jax.random.key(1))
+    round_key = jax.random.key(2)
+
+    def secure(agg=agg, state=state, round_key=round_key):
+      _, result = agg.apply(state, updates, weights, round_key, 0)
+      jax.block_until_ready(result.mean_update)
+      return result
+
+    rows[name] = _time(secure, args.repeats)
+    result = secure()
+    assert result.ok, result.failure
+    error = float(np.abs(np.asarray(result.mean_update) - reference).max())
+    plan = agg.memory_plan(num_clients, num_params)
+    temp = _chunk_program_memory(agg, updates, weights) if args.memory else None
+    rows[name + '_info'] = (
+        f'chunk={plan["client_chunk"]}x{plan["num_chunks"]} '
+        f'plan={plan["chunk_working_set_bytes"] / 2**20:.0f}MiB/chunk '
+        f'({plan["bytes_per_client_in_chunk"] / num_params:.0f} B/client/param) '
+        f'acc={plan["accumulator_bytes"] / 2**20:.0f}MiB '
+        + (f'xla_temp={temp / 2**20:.0f}MiB ' if temp is not None else '')
+        + f'max|err|={error:.1e}')
+  base = rows['plain'][0]
+  print(f'{num_clients:>7} {num_params:>9} {prg:>13} {"plain":>10} '
+        f'{rows["plain"][0] * 1e3:>9.2f} {rows["plain"][1] * 1e3:>9.2f} {"1.00x":>8}',
+        flush=True)
+  for name in args.modes.split(','):
+    best, median = rows[name]
+    print(f'{num_clients:>7} {num_params:>9} {prg:>13} {name:>10} {best * 1e3:>9.2f} '
+          f'{median * 1e3:>9.2f} {best / base:>7.1f}x  {rows[name + "_info"]}',
+          flush=True)
+  del updates
+
+
+def bench_round(args, num_clients, max_weight):
+  """FedAvg round vs PrivatEyes round on the same clients and model."""
+  from privateyes_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.federated import client_data  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.federated import executors  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.models import gaze  # pylint: disable=g-import-not-at-top
+  conv = (20, 50)
+  model = gaze.GazeNet(conv_features=conv, hidden=500, padding=args.padding)
+  model_config = types.SimpleNamespace(name='gazenet', conv_features=conv,
+                                       padding=args.padding)
+  people = [synthetic.sample_person(0, i, args.samples_per_client)
+            for i in range(num_clients)]
+  store = client_data.make_store(people)
+  params = model.init(jax.random.PRNGKey(0), people[0].images[:1],
+                      people[0].head_pose[:1])['params']
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  clients = executors.make_clients_train(model_config, optax.sgd(0.01))
+  executor = executors.Executor(executors.make_local_train(model.apply, optax.sgd(0.01)),
+                                'client_parallel', clients_train=clients)
+  ids = np.arange(num_clients)
+  idx, mask = client_data.round_indices(0, 0, ids, store.num_samples, args.local_steps,
+                                        args.batch)
+  agg = mpc_aggregator.SecureAggregator(
+      mode='privateyes', num_servers=args.servers, max_weight=max_weight,
+      client_chunk=args.client_chunk, prg=args.prg.split(',')[0])
+  state = agg.init(jax.random.key(1))
+
+  def fedavg():
+    local = executor.run(params, store, ids, idx, mask)
+    return jax.block_until_ready(aggregators.weighted_mean(local.updates, local.weights))
+
+  def privateyes():
+    local = executor.run(params, store, ids, idx, mask)
+    _, result = agg.apply(state, local.updates, local.weights, jax.random.key(2), 0)
+    assert result.ok, result.failure
+    return jax.block_until_ready(result.mean_update)
+
+  fed = _time(fedavg, args.round_repeats)
+  sec = _time(privateyes, args.round_repeats)
+  print(f'round  clients={num_clients} params={num_params} padding={args.padding} '
+        f'local_steps={args.local_steps} batch={args.batch}: fedavg {fed[0]:.3f} s '
+        f'(median {fed[1]:.3f}), privateyes {sec[0]:.3f} s (median {sec[1]:.3f}), '
+        f'ratio {sec[0] / fed[0]:.3f}x', flush=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--clients', default='15,256', help='Comma-separated client counts.')
+  parser.add_argument('--params', default='3402076',
+                      help='Comma-separated parameter counts (3402076: GazeNet SAME, '
+                      '1800000 ~ VALID).')
+  parser.add_argument('--modes', default='semi,privateyes')
+  parser.add_argument('--servers', type=int, default=3)
+  parser.add_argument('--prg', default='threefry2x64',
+                      help='Comma-separated share generators (mpc/prg.py PRGS).')
+  parser.add_argument('--client_chunk', type=int, default=0, help='0: automatic.')
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--memory', type=int, default=1,
+                      help='1: print XLA memory analysis of the chunk program.')
+  parser.add_argument('--round', action='store_true', help='Also time whole rounds.')
+  parser.add_argument('--round_repeats', type=int, default=3)
+  parser.add_argument('--padding', default='SAME', help='GazeNet padding for --round.')
+  parser.add_argument('--local_steps', type=int, default=10)
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--samples_per_client', type=int, default=64)
+  args = parser.parse_args()
+  start = time.perf_counter()
+  dev = jax.devices()[0]
+  print(f'backend={jax.default_backend()} device={dev.device_kind} x{len(jax.devices())} '
+        f'jax={jax.__version__} servers={args.servers}')
+  max_weight = float(args.local_steps * args.batch)
+  print(f'{"clients":>7} {"params":>9} {"prg":>13} {"method":>10} {"min ms":>9} '
+        f'{"median ms":>9} {"vs plain":>8}')
+  for num_clients in (int(c) for c in args.clients.split(',')):
+    for num_params in (int(p) for p in args.params.split(',')):
+      for prg in args.prg.split(','):
+        bench_aggregation(args, num_clients, num_params, prg, max_weight)
+  peak = _peak_bytes()
+  if peak is not None:
+    print(f'device peak memory: {peak / 2**30:.2f} GiB')
+  if args.round:
+    for num_clients in (int(c) for c in args.clients.split(',')):
+      bench_round(args, num_clients, max_weight)
+  print(f'total {time.perf_counter() - start:.1f} s')
+
+
+if __name__ == '__main__':
+  main()
