@@ -14,12 +14,22 @@ MODULES = sorted(os.path.splitext(os.path.basename(p))[0]
                  if not p.endswith('__init__.py'))
 
 
-@pytest.mark.parametrize('name', [m for m in MODULES if m != 'paper'])
+@pytest.mark.parametrize('name', [m for m in MODULES if m not in ('paper', 'demo')])
 def test_config_validates(name):
   config = importlib.import_module(f'experiments.configs.{name}').get_config()
   runner.validate(config)
   tiny = importlib.import_module(f'experiments.configs.{name}').get_config('tiny')
   runner.validate(tiny)
+
+
+def test_demo_configs():
+  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
+  for method in demo.METHODS:
+    runner.validate(demo.get_config(method))
+  assert demo.get_config('privateyes').aggregator.name == 'privateyes'
+  assert demo.get_config('fedavg').record_views == 'last'
+  with pytest.raises(ValueError, match='Unknown demo method'):
+    demo.get_config('tiny')
 
 
 def test_paper_configs():
