@@ -36,6 +36,8 @@ def get_config(arg: str | None = None):
   c.fl.server_optimizer = 'fedavg'
   c.fl.server_lr = 1.0
   c.fl.server_schedule = 'cosine'
+  if method == 'local':
+    c.fl.eval_every = 30  # Evaluating 15 models is the costly part of a local-only round.
   if method == 'privateyes':
     c.aggregator.name = 'privateyes'
   if method in ('fedavg', 'privateyes'):
