@@ -44,7 +44,11 @@ def main():
   parser.add_argument('--hidden', type=int, default=500)
   parser.add_argument('--padding', default='VALID')
   parser.add_argument('--compute_dtype', default='float32')
+  parser.add_argument('--lr', type=float, default=0.001, help='Client SGD learning rate.')
+  parser.add_argument('--precision', default='highest',
+                      help='jax_default_matmul_precision (GPU default would be TF32).')
   args = parser.parse_args()
+  jax.config.update('jax_default_matmul_precision', args.precision)
   counts = [int(c) for c in args.clients.split(',')]
   kinds = [k for k in args.executors.split(',') if k != 'sharded' or len(jax.devices()) > 1]
   dev = jax.devices()[0]
@@ -59,8 +63,8 @@ def main():
   store = client_data.make_store(people)
   params = model.init(jax.random.PRNGKey(0), people[0].images[:1],
                       people[0].head_pose[:1])['params']
-  local = executors.make_local_train(model.apply, optax.sgd(0.01))
-  clients = executors.make_clients_train(model_config, optax.sgd(0.01),
+  local = executors.make_local_train(model.apply, optax.sgd(args.lr))
+  clients = executors.make_clients_train(model_config, optax.sgd(args.lr),
                                          compute_dtype=jax.numpy.dtype(args.compute_dtype))
   print(f'{"clients":>7} {"executor":>10} {"round (s)":>10} {"samples/s":>10} {"vs seq":>7}')
   for c in counts:

@@ -52,7 +52,7 @@ def _chunk_program_memory(agg, updates, weights):
   num_clients, num_params = updates.shape
   chunk = agg.chunk_size(num_clients, num_params)
   with jax.enable_x64(True):
-    seeds, _ = mpc_aggregator.round_seeds(jax.random.key(0), num_clients,
+    seeds, _, _ = mpc_aggregator.round_seeds(jax.random.key(0), num_clients,
                                           agg.num_servers, agg.mode)
     acc, stats = fused.init_accumulators(agg.mode, agg.spec, agg.num_servers,
                                          num_params + 1, num_clients)
@@ -73,7 +73,7 @@ def _peak_bytes():
   return stats.get('peak_bytes_in_use')
 
 
-def bench_aggregation(args, num_clients, num_params, prg, max_weight):
+def bench_aggregation(args, num_clients, num_params, prg, client_chunk, max_weight):
   key = jax.random.key(num_clients)
   updates = jax.random.normal(key, (num_clients, num_params), jnp.float32) * 1e-3
   weights = jnp.full((num_clients,), max_weight, jnp.float32).at[0].set(max_weight / 2)
@@ -84,7 +84,7 @@ def bench_aggregation(args, num_clients, num_params, prg, max_weight):
   for name in args.modes.split(','):
     agg = mpc_aggregator.SecureAggregator(
         mode=MODES[name], num_servers=args.servers, max_weight=max_weight,
-        client_chunk=args.client_chunk, prg=prg)
+        client_chunk=client_chunk, prg=prg)
     state = agg.init(jax.random.key(1))
     round_key = jax.random.key(2)
 
@@ -98,7 +98,8 @@ def bench_aggregation(args, num_clients, num_params, prg, max_weight):
     assert result.ok, result.failure
     error = float(np.abs(np.asarray(result.mean_update) - reference).max())
     plan = agg.memory_plan(num_clients, num_params)
-    temp = _chunk_program_memory(agg, updates, weights) if args.memory else None
+    temp = (_chunk_program_memory(agg, updates, weights)
+            if args.memory and name == 'privateyes' else None)
     rows[name + '_info'] = (
         f'chunk={plan["client_chunk"]}x{plan["num_chunks"]} '
         f'plan={plan["chunk_working_set_bytes"] / 2**20:.0f}MiB/chunk '
@@ -142,8 +143,11 @@ def bench_round(args, num_clients, max_weight):
                                         args.batch)
   agg = mpc_aggregator.SecureAggregator(
       mode='privateyes', num_servers=args.servers, max_weight=max_weight,
-      client_chunk=args.client_chunk, prg=args.prg.split(',')[0])
+      client_chunk=int(args.client_chunk.split(',')[0]), prg=args.prg.split(',')[0])
   state = agg.init(jax.random.key(1))
+
+  local = executor.run(params, store, ids, idx, mask)
+  updates, weights = jax.block_until_ready((local.updates, local.weights))
 
   def fedavg():
     local = executor.run(params, store, ids, idx, mask)
@@ -155,12 +159,31 @@ def bench_round(args, num_clients, max_weight):
     assert result.ok, result.failure
     return jax.block_until_ready(result.mean_update)
 
-  fed = _time(fedavg, args.round_repeats)
-  sec = _time(privateyes, args.round_repeats)
+  def aggregation_only():
+    _, result = agg.apply(state, updates, weights, jax.random.key(2), 0)
+    return jax.block_until_ready(result.mean_update)
+
+  def plain_only():
+    return jax.block_until_ready(aggregators.weighted_mean(updates, weights))
+
+  # Interleaved, so that load changes on a shared machine hit both alike.
+  for fn in (fedavg, privateyes, aggregation_only, plain_only):
+    fn()
+  times = {fn.__name__: [] for fn in (fedavg, privateyes, aggregation_only, plain_only)}
+  for _ in range(args.round_repeats):
+    for fn in (fedavg, privateyes, aggregation_only, plain_only):
+      start = time.perf_counter()
+      fn()
+      times[fn.__name__].append(time.perf_counter() - start)
+  best = {k: min(v) for k, v in times.items()}
+  derived = (best['fedavg'] - best['plain_only'] + best['aggregation_only']) / best['fedavg']
   print(f'round  clients={num_clients} params={num_params} padding={args.padding} '
-        f'local_steps={args.local_steps} batch={args.batch}: fedavg {fed[0]:.3f} s '
-        f'(median {fed[1]:.3f}), privateyes {sec[0]:.3f} s (median {sec[1]:.3f}), '
-        f'ratio {sec[0] / fed[0]:.3f}x', flush=True)
+        f'local_steps={args.local_steps} batch={args.batch} (min of {args.round_repeats}, '
+        f'interleaved): fedavg {best["fedavg"]:.3f} s, privateyes {best["privateyes"]:.3f} s, '
+        f'ratio {best["privateyes"] / best["fedavg"]:.3f}x; secure aggregation alone '
+        f'{best["aggregation_only"] * 1e3:.1f} ms vs plain mean '
+        f'{best["plain_only"] * 1e3:.2f} ms -> (fedavg - plain + secure) / fedavg = '
+        f'{derived:.3f}x', flush=True)
 
 
 def main():
@@ -173,10 +196,11 @@ def main():
   parser.add_argument('--servers', type=int, default=3)
   parser.add_argument('--prg', default='threefry2x64',
                       help='Comma-separated share generators (mpc/prg.py PRGS).')
-  parser.add_argument('--client_chunk', type=int, default=0, help='0: automatic.')
+  parser.add_argument('--client_chunk', default='0',
+                      help='Comma-separated clients per chunk (0: automatic plan).')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--memory', type=int, default=1,
-                      help='1: print XLA memory analysis of the chunk program.')
+                      help='1: print XLA memory analysis of the privateyes chunk program.')
   parser.add_argument('--round', action='store_true', help='Also time whole rounds.')
   parser.add_argument('--round_repeats', type=int, default=3)
   parser.add_argument('--padding', default='SAME', help='GazeNet padding for --round.')
@@ -194,7 +218,8 @@ def main():
   for num_clients in (int(c) for c in args.clients.split(',')):
     for num_params in (int(p) for p in args.params.split(',')):
       for prg in args.prg.split(','):
-        bench_aggregation(args, num_clients, num_params, prg, max_weight)
+        for chunk in (int(c) for c in args.client_chunk.split(',')):
+          bench_aggregation(args, num_clients, num_params, prg, chunk, max_weight)
   peak = _peak_bytes()
   if peak is not None:
     print(f'device peak memory: {peak / 2**30:.2f} GiB')

@@ -89,6 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.aggregator.f = 16
   c.aggregator.s = 32
   c.aggregator.coalition = (0, 1)  # Passive coalition (<= S-1 servers) whose view is recorded.
+  c.aggregator.client_chunk = 0  # Clients per fused MPC program; 0: largest within ~1 GiB.
+  c.aggregator.prg = 'threefry2x64'  # Share generator (mpc/prg.py).
   c.aggregator.adversary = ml_collections.ConfigDict()
   c.aggregator.adversary.kind = 'none'  # none | add_error | flip_bits | corrupt_mac |
   #   corrupt_check_value | drop_client | replay_client (one malicious server).

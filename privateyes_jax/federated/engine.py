@@ -60,7 +60,8 @@ def build_aggregator(config, num_clients: int, num_params: int):
     from privateyes_jax.mpc import aggregator as mpc_aggregator  # pylint: disable=g-import-not-at-top
     mpc_config = {'k': agg.k, 'f': agg.f, 's': agg.s, 'num_servers': agg.num_servers,
                   'mode': agg.name, 'coalition': tuple(agg.coalition), 'record_view': record,
-                  'adversary': dict(agg.adversary)}
+                  'adversary': dict(agg.adversary), 'client_chunk': agg.get('client_chunk', 0),
+                  'prg': agg.get('prg', 'threefry2x64')}
     # The public bound on a client's weight (samples used per round) scales the
     # weighted inputs into [0, 1] before sharing; see mpc/aggregator.py.
     return mpc_aggregator.SecureAggregator.from_config(

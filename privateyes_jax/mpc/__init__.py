@@ -1,7 +1,8 @@
 """PrivatEyes MPC: SPDZ2k secure aggregation of individual updates over S servers.
 
 Modules: ``ring`` (fixed-point codec, range checks, the scoped-x64 decision),
-``sharing`` (additive shares, server axis first), ``spdz2k`` (MACs, DEALER
+``sharing`` (additive shares, server axis first), ``prg`` (counter-mode Threefry
+share streams), ``fused`` (the chunked, fused round programs), ``spdz2k`` (MACs, DEALER
 preprocessing, client input, masked opening, batched MAC check with
 commit-then-reveal), ``adversary`` (malicious server deviations, passive
 coalition view), ``costs`` (per-round bytes and rounds; offline and generic-MPC

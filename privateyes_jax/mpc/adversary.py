@@ -24,6 +24,10 @@ replay_client        uses ``client``'s shares from the previous round (value and
 A *passive* coalition of up to S-1 servers follows the protocol but pools
 everything it sees (``coalition_view``), which is what DualView attacks.
 
+``corrupt_client_shares`` acts on materialised per-client shares (the explicit
+three-phase API); ``corrupt_client_sums`` applies the same deviation to the
+servers' sums with the target client's shares (the chunked ``apply``).
+
 Errors ``magnitude`` that vanish modulo 2^k are rejected: they change neither the
 output (the low k bits) nor, reliably, the check — SPDZ2k's guarantee is about
 errors that matter modulo 2^k.
@@ -167,6 +171,54 @@ def corrupt_client_shares(params: AdversaryParams, value: jax.Array,
   return value, mac, include
 
 
+def corrupt_client_sums(params: AdversaryParams, value_sum: jax.Array,
+                        mac_sum: jax.Array | None, target_value: jax.Array,
+                        target_mac: jax.Array | None, target_submitted: jax.Array,
+                        previous_value: jax.Array, previous_mac: jax.Array | None,
+                        has_previous: jax.Array, bits: int):
+  """``drop_client`` / ``replay_client`` applied to the servers' sums directly.
+
+  The chunked aggregation never holds every client's shares, only their sums, so
+  the malicious server's deviation is applied as a correction with the target
+  client's shares. Equal bit for bit to ``corrupt_client_shares`` followed by
+  the sum over clients (tests/mpc check this).
+
+  Args:
+    params: traced parameters.
+    value_sum: uint64 ``[servers, elements]`` honest sums.
+    mac_sum: same for MAC shares, or None (semi-honest).
+    target_value: uint64 ``[servers, elements]``: every server's share of
+      ``client``'s input this round.
+    target_mac: same for MAC shares, or None.
+    target_submitted: bool scalar: the target sent an input this round.
+    previous_value: uint64 ``[elements]``: the malicious server's value share of
+      ``client`` from the previous round.
+    previous_mac: same for the MAC share, or None.
+    has_previous: bool scalar.
+    bits: ring bits of the shares.
+
+  Returns:
+    (value_sum, mac_sum) as the malicious server computes them.
+  """
+  num_servers = value_sum.shape[0]
+  row = _server_rows(num_servers, params.server)
+  # Drop: leave the target out. Replay: leave this round's input out (if any) and
+  # add last round's shares instead, even if the client sent nothing now.
+  remove = row & target_submitted & (_is(params, 'drop_client')
+                                     | (_is(params, 'replay_client') & has_previous))
+  add = row & _is(params, 'replay_client') & has_previous
+
+  def fix(total, current, previous):
+    total = jnp.where(remove, total - current, total)
+    total = jnp.where(add, total + previous[None, :], total)
+    return ring.mask_bits(total, bits)
+
+  value_sum = fix(value_sum, target_value, previous_value)
+  if mac_sum is not None:
+    mac_sum = fix(mac_sum, target_mac, previous_mac)
+  return value_sum, mac_sum
+
+
 def corrupt_sum_shares(params: AdversaryParams, value_sum: jax.Array,
                        mac_sum: jax.Array | None, bits: int):
   """``add_error`` / ``flip_bits`` / ``corrupt_mac`` on the shares of the sum.
@@ -231,22 +283,28 @@ def validate_coalition(coalition: Sequence[int], num_servers: int) -> tuple[int,
   return tuple(sorted(coalition))
 
 
-def coalition_view(coalition: tuple[int, ...], *, input_value_shares: jax.Array,
-                   input_mac_shares: jax.Array | None, mac_key_shares: jax.Array | None,
-                   masked_inputs: jax.Array | None, opened_sum_shares: jax.Array,
-                   opened_sum: jax.Array, **public: Any) -> dict[str, Any]:
-  """Everything a passive coalition receives in one round, as NumPy arrays.
+def coalition_view(coalition: tuple[int, ...], *, coalition_input_estimate: np.ndarray,
+                   opened_sum_shares: jax.Array, opened_sum: jax.Array,
+                   mac_key_shares: jax.Array | None, **public: Any) -> dict[str, Any]:
+  """What a passive coalition learns in one round, as NumPy arrays.
+
+  A coalition's shares of client inputs are ``[coalition, clients, elements]``
+  (plus as many MAC shares): gigabytes per round, and everything they say about
+  an input x_c is x_c minus the honest servers' shares. So the view keeps that
+  sum, the coalition's per-client knowledge, exactly.
 
   Args:
     coalition: sorted server indices (at most S-1).
-    input_value_shares: uint64 ``[servers, clients, elements]`` shares of every
-      client's input; the coalition keeps its own rows.
-    input_mac_shares: same for MAC shares (None in semi-honest mode).
-    mac_key_shares: uint64 ``[servers]`` (None in semi-honest mode).
-    masked_inputs: uint64 ``[clients, elements]``: the ε broadcasts (privateyes).
+    coalition_input_estimate: uint64 ``[clients, elements]``: Σ over the
+      coalition of its value shares of x_c, plus the public ε_c when server 0
+      (who adds ε) is not in it (privateyes); zero for clients that did not
+      submit. MAC shares are independent of x_c given the unknown key and are
+      not kept.
     opened_sum_shares: uint64 ``[servers, elements]``: every server broadcasts its
       share of the opened sum, so the coalition sees all of them.
     opened_sum: uint64 ``[elements]``.
+    mac_key_shares: uint64 ``[servers]`` (None in semi-honest mode); the
+      coalition's rows are kept.
     **public: further public values (check values, coefficients, output mean).
 
   Returns:
@@ -256,16 +314,12 @@ def coalition_view(coalition: tuple[int, ...], *, input_value_shares: jax.Array,
   get = lambda a: None if a is None else np.asarray(jax.device_get(a))
   view = {
       'coalition': coalition,
-      'input_value_shares': get(input_value_shares)[rows],
+      'coalition_input_estimate': np.asarray(coalition_input_estimate, np.uint64),
       'opened_sum_shares': get(opened_sum_shares),
       'opened_sum': get(opened_sum),
   }
-  if input_mac_shares is not None:
-    view['input_mac_shares'] = get(input_mac_shares)[rows]
   if mac_key_shares is not None:
     view['mac_key_shares'] = get(mac_key_shares)[rows]
-  if masked_inputs is not None:
-    view['masked_inputs'] = get(masked_inputs)
   for name, value in public.items():
     view[name] = get(value) if isinstance(value, jax.Array) else value
   return view

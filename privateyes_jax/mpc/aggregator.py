@@ -7,17 +7,25 @@ Two modes (``mode``):
 * ``privateyes_semi_honest``: plain additive sharing over Z_2^k, no MACs — what
   the paper's setting costs without active security.
 
-One round (``apply``), all parties simulated in one program, servers as the
-leading array axis ``[servers, clients, elements]``:
+One round, all parties simulated in one process:
 
-1. DEALER (simulated offline phase, ``preprocess``): authenticated input masks
-   [[r_c]] for every client element and opening masks [[2^k r']].
-2. Clients (``package_client_inputs``): scale, range-check, encode, then
-   privateyes: receive r_c mod 2^k, broadcast ε_c = x_c - r_c with a round tag;
-   semi-honest: send one additive share to each server with a round tag.
-3. Servers (``aggregate``): validate tags and shapes, [[x_c]] = [[r_c]] + ε_c,
-   add locally over clients, open the masked sum, run the batched MAC check
-   with commit-then-reveal of every check value; abort on any failure.
+1. DEALER (simulated offline phase): authenticated input masks [[r_c]] for every
+   client element, each server's shares the expansion of a per-(client, server)
+   seed, and opening masks [[2^k r']].
+2. Clients: scale, range-check, encode, then privateyes: receive r_c mod 2^k,
+   broadcast ε_c = x_c - r_c with a round tag; semi-honest: send one additive
+   share to each server (S-1 of them as PRG seeds) with a round tag.
+3. Servers: validate tags and shapes, [[x_c]] = [[r_c]] + ε_c, add locally over
+   clients, open the masked sum, run the batched MAC check with
+   commit-then-reveal of every check value; abort on any failure.
+
+``apply`` runs steps 1-3 chunk by chunk of ``client_chunk`` clients, one fused
+XLA program per chunk from float updates to the servers' share sums
+(``fused``); it never materialises ``[servers, clients, elements]``, so memory is
+bounded whatever the number of clients. ``preprocess`` /
+``package_client_inputs`` / ``aggregate`` are the same protocol step by step
+with every message materialised (tests, small federations); both give the same
+opened sum, shares and check values bit for bit.
 
 Weighted averaging (decision). The weighted mean needs Σ_c w_c Δ_c and Σ_c w_c,
 but a client's sample count w_c is private too (it says how much data a person
@@ -45,14 +53,19 @@ import numpy as np
 from privateyes_jax.federated.aggregators import AggregateResult
 from privateyes_jax.mpc import adversary as adversary_lib
 from privateyes_jax.mpc import costs
+from privateyes_jax.mpc import fused
+from privateyes_jax.mpc import prg as prg_lib
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import sharing
 from privateyes_jax.mpc import spdz2k
 
 MODES = ('privateyes', 'privateyes_semi_honest')
 
-# fold_in tags that split the round key into independent per-role keys.
-_DEALER, _CLIENTS, _CHECK = 0, 1, 2
+
+# Auto chunk size: per-chunk working set ≤ this many bytes (see ``chunk_size``).
+DEFAULT_CHUNK_MEMORY_BYTES = 1 << 30
+
+_RANGE_WHAT = 'client input [client, element] (w_c/w_max · Δ_c, then w_c/w_max)'
 
 
 class SubmissionError(ValueError):
@@ -100,9 +113,7 @@ def scale_individual_updates(individual_updates: jax.Array, weights: jax.Array,
   Returns:
     (float32 ``[clients, params + 1]``, bool ``[clients]`` submitted).
   """
-  w = (weights / max_weight).astype(jnp.float32)
-  scaled = jnp.concatenate([w[:, None] * individual_updates, w[:, None]], axis=1)
-  return scaled, weights > 0
+  return fused.scale(individual_updates, weights, max_weight), weights > 0
 
 
 @functools.partial(jax.jit, static_argnames=('num_servers', 'spec'))
@@ -110,13 +121,28 @@ def _dealer_key_generation(key, num_servers, spec):
   return ring.to_words(spdz2k.dealer_mac_key_shares(key, num_servers, spec))
 
 
-@functools.partial(jax.jit, static_argnames=('shape', 'spec'))
-def _dealer_round(key, mac_key_words, shape, spec):
+@functools.partial(jax.jit, static_argnames=('num_clients', 'num_servers', 'mode'))
+def round_seeds(key, num_clients, num_servers, mode):
+  """Per-(client, server) seeds ``[C, S or S-1, 2]``, opening seeds ``[S, 2]``
+  and the check's randomness (``fused.check_seeds``; None semi-honest).
+
+  privateyes: the DEALER's seeds of each server's share of [[r_c]] (what a
+  seed-compressed dealer would send each server). Semi-honest: client c's seeds
+  of its S-1 random shares (what the client sends instead of those shares).
+  All are Threefry sub-seeds of the round key (``prg.child_seed``).
+  """
+  num_inputs = num_servers if mode == 'privateyes' else num_servers - 1
+  role = fused.DEALER if mode == 'privateyes' else fused.CLIENTS
+  return fused.round_seed_tables(prg_lib.key_seed(key), num_clients, num_inputs,
+                                 num_servers, role, mode == 'privateyes')
+
+
+@functools.partial(jax.jit, static_argnames=('num_elements', 'spec', 'prg'))
+def _dealer_round(input_seeds, opening_seeds, mac_key_words, num_elements, spec, prg):
   mac_key_shares = ring.from_words(mac_key_words)
-  input_key, opening_key = jax.random.split(key)
   return Preprocessing(
-      spdz2k.dealer_input_masks(input_key, mac_key_shares, shape, spec),
-      spdz2k.dealer_opening_masks(opening_key, mac_key_shares, shape[1:], spec))
+      fused.input_masks(input_seeds, mac_key_shares, num_elements, spec, prg),
+      fused.opening_masks(opening_seeds, mac_key_shares, num_elements, spec, prg))
 
 
 @functools.partial(jax.jit, static_argnames=('spec',))
@@ -129,80 +155,60 @@ def _clients_privateyes(scaled, submitted, mask_value_shares, round_idx, spec):
   return ClientSubmission(tag, epsilon, submitted)
 
 
-@functools.partial(jax.jit, static_argnames=('num_servers', 'spec'))
-def _clients_semi_honest(key, scaled, submitted, round_idx, num_servers, spec):
-  x = ring.encode(scaled, spec)
-  # Client c shares with its own key, so its S-1 random shares are seeds.
-  client_keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(
-      jnp.arange(x.shape[0]))
-  shares = jax.vmap(lambda k, xc: sharing.share(k, xc, num_servers, spec.k),
-                    out_axes=1)(client_keys, x)
+@functools.partial(jax.jit, static_argnames=('spec', 'prg'))
+def _clients_semi_honest(seeds, scaled, submitted, round_idx, spec, prg):
+  shares = fused.semi_honest_shares(seeds, ring.encode(scaled, spec), spec, prg)
   shares = jnp.where(submitted[None, :, None], shares, jnp.uint64(0))
   tag = jnp.where(submitted, round_idx, -1).astype(jnp.int32)
   return ClientSubmission(tag, shares, submitted)
 
 
-@functools.partial(jax.jit, static_argnames=('spec', 'adversarial', 'keep_inputs'))
-def _servers_privateyes(prep, epsilon, submitted, mac_key_words, params,
-                        previous_value_words, previous_mac_words, has_previous,
-                        spec, adversarial, keep_inputs):
-  mac_key_shares = ring.from_words(mac_key_words)
-  inputs = spdz2k.input_from_masked(prep.input_masks, epsilon, mac_key_shares, spec)
-  value, mac = inputs.value, inputs.mac
+def _estimate_from_shares(value, epsilon, submitted, coalition, bits):
+  """Σ_{i ∈ T} value_i (+ ε when server 0 ∉ T), zero for absent clients."""
+  total = jnp.sum(value[jnp.asarray(coalition)], axis=0, dtype=jnp.uint64)
+  if epsilon is not None and 0 not in coalition:
+    total = total + epsilon
+  return jnp.where(submitted[:, None], ring.mask_bits(total, bits), jnp.uint64(0))
+
+
+@functools.partial(jax.jit, static_argnames=('mode', 'spec', 'prg', 'adversarial',
+                                             'coalition'))
+def _servers_step_by_step(prep, payload, submitted, mac_key_words, check_randomness,
+                          max_weight, params, previous_value_words,
+                          previous_mac_words, has_previous, mode, spec, prg,
+                          adversarial, coalition):
+  """Servers on materialised per-client shares (the explicit three-phase API)."""
+  privateyes = mode == 'privateyes'
+  bits = spec.ring_bits if privateyes else spec.k
+  mac_key_shares = ring.from_words(mac_key_words) if privateyes else None
+  if privateyes:
+    inputs = spdz2k.input_from_masked(prep.input_masks, payload, mac_key_shares, spec)
+    value, mac = inputs.value, inputs.mac
+  else:
+    value, mac = payload, None
   include = jnp.broadcast_to(submitted[None, :], value.shape[:2])
-  if adversarial:  # Static: honest runs compile without any adversary code.
+  honest_value, honest_mac = value, mac
+  if adversarial:
     value, mac, include = adversary_lib.corrupt_client_shares(
         params, value, mac, include, ring.from_words(previous_value_words),
-        ring.from_words(previous_mac_words), has_previous)
-  total = spdz2k.sum_over_clients(spdz2k.AuthShares(value, mac), include, spec)
-  if adversarial:
-    total = spdz2k.AuthShares(*adversary_lib.corrupt_sum_shares(
-        params, total.value, total.mac, spec.ring_bits))
-  opened, masked = spdz2k.masked_open(total, prep.opening_masks, spec)
-  # Returning [[x]] ([servers, clients, elements], twice) forces XLA to write it
-  # out; only views and the replay adversary need it.
-  return opened, masked, inputs if keep_inputs else None
-
-
-@functools.partial(jax.jit, static_argnames=('spec', 'adversarial'))
-def _servers_semi_honest(shares, submitted, params, previous_value_words,
-                         has_previous, spec, adversarial):
-  value = shares
-  include = jnp.broadcast_to(submitted[None, :], shares.shape[:2])
-  if adversarial:
-    value, _, include = adversary_lib.corrupt_client_shares(
-        params, value, None, include, ring.from_words(previous_value_words), None,
-        has_previous)
-  value_sum = sharing.sum_over_clients(value, include, spec.k)
-  if adversarial:
-    value_sum, _ = adversary_lib.corrupt_sum_shares(params, value_sum, None, spec.k)
-  return sharing.reconstruct(value_sum, spec.k), value_sum
-
-
-@functools.partial(jax.jit, static_argnames=('spec',))
-def _check_values(key, masked_mac, opened, mac_key_words, spec):
-  num_servers = masked_mac.shape[0]
-  coin_key, nonce_key = jax.random.split(key)
-  chi = spdz2k.check_coefficients(
-      spdz2k.joint_coin_key(spdz2k.coin_toss_contributions(coin_key, num_servers)),
-      opened.shape, spec)
-  z = spdz2k.mac_check_values(masked_mac, opened, chi,
-                              ring.from_words(mac_key_words), spec)
-  return z, chi, spdz2k.commitment_nonces(nonce_key, num_servers)
-
-
-@functools.partial(jax.jit, static_argnames=('spec',))
-def _weighted_mean(opened, max_weight, spec):
-  sums = ring.decode(opened, spec, dtype=jnp.float64)
-  weight_sum = sums[-1]
-  mean = jnp.where(weight_sum > 0, sums[:-1] / jnp.where(weight_sum > 0,
-                                                         weight_sum, 1.0), 0.0)
-  return mean.astype(jnp.float32), (weight_sum * max_weight).astype(jnp.float32)
+        None if mac is None else ring.from_words(previous_mac_words), has_previous)
+  value_sum = sharing.sum_over_clients(value, include, bits)
+  mac_sum = None if mac is None else sharing.sum_over_clients(mac, include, bits)
+  out = fused.open_and_check(value_sum, mac_sum,
+                             prep.opening_masks if privateyes else None,
+                             mac_key_shares, check_randomness, max_weight, params,
+                             mode=mode,
+                             spec=spec, adversarial=adversarial, with_view=True)
+  estimate = None
+  if coalition is not None:
+    estimate = _estimate_from_shares(honest_value, payload if privateyes else None,
+                                     submitted, coalition, bits)
+  return out, honest_value, honest_mac, estimate
 
 
 @jax.jit
-def _take_replay_shares(value, mac, server, client):
-  return ring.to_words(value[server, client]), ring.to_words(mac[server, client])
+def _replay_words(value, mac, server):
+  return ring.to_words(value[server]), ring.to_words(mac[server])
 
 
 def _timed(fn, *args, **kwargs):
@@ -285,6 +291,11 @@ class SecureAggregator:
     record_view: return ``coalition_view`` in ``AggregateResult.view``.
     num_params: required only by the ``replay_client`` adversary (its state
       keeps last round's shares, so the shape must be known at ``init``).
+    client_chunk: clients per fused chunk program in ``apply``; 0 picks the
+      largest chunk whose working set fits ``chunk_memory_bytes``
+      (``chunk_size``). Results do not depend on it.
+    chunk_memory_bytes: the auto chunk's memory budget.
+    prg: share generator, one of ``prg.PRGS`` (both Threefry, see prg.py).
   """
   max_weight: float  # No default: it must come from the public config.
   spec: ring.RingSpec = ring.RingSpec()
@@ -294,6 +305,9 @@ class SecureAggregator:
   coalition: tuple[int, ...] = ()
   record_view: bool = False
   num_params: int | None = None
+  client_chunk: int = 0
+  chunk_memory_bytes: int = DEFAULT_CHUNK_MEMORY_BYTES
+  prg: str = 'threefry2x64'
 
   def __post_init__(self):
     sharing.check_num_servers(self.num_servers)
@@ -308,6 +322,12 @@ class SecureAggregator:
     if self.adversary.needs_previous_shares and self.num_params is None:
       raise ValueError('the replay_client adversary keeps last round\'s shares in '
                        'the state; pass num_params.')
+    if not isinstance(self.client_chunk, int) or self.client_chunk < 0:
+      raise ValueError(f'client_chunk={self.client_chunk!r} must be an int >= 0 '
+                       '(0: automatic).')
+    if self.chunk_memory_bytes <= 0:
+      raise ValueError(f'chunk_memory_bytes={self.chunk_memory_bytes} must be > 0.')
+    prg_lib.check_prg(self.prg)
 
   @property
   def name(self) -> str:
@@ -318,8 +338,8 @@ class SecureAggregator:
                   num_params: int | None = None) -> 'SecureAggregator':
     """Builds from ``config.mpc``-style fields (ConfigDict, dict or object).
 
-    Fields: k, f, s, num_servers, mode, coalition, record_view,
-    adversary.{kind, server, client, magnitude, element, before_commit}.
+    Fields: k, f, s, num_servers, mode, coalition, record_view, client_chunk,
+    prg, adversary.{kind, server, client, magnitude, element, before_commit}.
     ``max_weight`` (local steps × batch size) and ``num_params`` come from the
     rest of the config.
     """
@@ -340,7 +360,54 @@ class SecureAggregator:
                adversary=adversary,
                coalition=tuple(_config_get(config, 'coalition', ()) or ()),
                record_view=bool(_config_get(config, 'record_view', False)),
-               num_params=num_params)
+               num_params=num_params,
+               client_chunk=int(_config_get(config, 'client_chunk', 0) or 0),
+               prg=str(_config_get(config, 'prg', 'threefry2x64')))
+
+  # --- memory plan -----------------------------------------------------------
+
+  def chunk_size(self, num_clients: int, num_params: int) -> int:
+    """Clients per chunk: ``client_chunk``, or the auto memory plan.
+
+    Per client in a chunk the fused program needs at most
+    ``bytes_per_client(num_params)`` = E·(4 + 8) bytes: its float32 row (if XLA
+    copies the slice) and one uint64 word per element in flight; the PRG words,
+    encodings and shares live in registers inside the fusion (XLA's memory
+    analysis of the CPU program confirms a temporary footprint independent of
+    the chunk size; see docs/MPC.md). Fixed per round: the accumulators,
+    ``num_accumulators × E`` words, plus [C]-sized seeds and statistics. The
+    auto chunk is the largest with chunk × bytes_per_client ≤
+    ``chunk_memory_bytes``, balanced so that the chunks are about equal (the last
+    chunk overlaps the previous one instead of being padded).
+    """
+    if num_clients < 1:
+      return 1
+    if self.client_chunk:
+      return min(self.client_chunk, num_clients)
+    cap = max(1, self.chunk_memory_bytes // self.bytes_per_client(num_params))
+    num_chunks = -(-num_clients // cap)
+    return -(-num_clients // num_chunks)
+
+  @staticmethod
+  def bytes_per_client(num_params: int) -> int:
+    return (num_params + 1) * (4 + 8)
+
+  def memory_plan(self, num_clients: int, num_params: int) -> dict[str, int]:
+    """The bytes ``apply`` allocates besides the caller's updates (for reports)."""
+    num_elements = num_params + 1
+    chunk = self.chunk_size(num_clients, num_params)
+    word = np.dtype(fused.word_dtype(self.mode, self.spec)).itemsize
+    return {
+        'client_chunk': chunk,
+        'num_chunks': -(-num_clients // chunk),
+        'bytes_per_client_in_chunk': self.bytes_per_client(num_params),
+        'chunk_working_set_bytes': chunk * self.bytes_per_client(num_params),
+        'accumulator_bytes': fused.num_accumulators(self.mode, self.num_servers)
+                             * num_elements * word,
+        'per_round_fixed_bytes': num_clients * (self.num_servers * 16 + 9)
+                                 + 3 * self.num_servers * num_elements * 8,
+        'view_host_bytes': num_clients * num_elements * 8 if self.record_view else 0,
+    }
 
   # --- init ----------------------------------------------------------------
 
@@ -358,16 +425,228 @@ class SecureAggregator:
       return SecureAggregatorState(mac_key_words, empty, empty,
                                    jnp.zeros((), jnp.bool_))
 
-  # --- one round -----------------------------------------------------------
+  # --- shared checks -----------------------------------------------------------
+
+  def _check_weights(self, weights: jax.Array, num_clients: int) -> np.ndarray:
+    if weights.shape != (num_clients,):
+      raise ValueError(f'expected updates [clients, params] and weights [clients]; '
+                       f'got {num_clients} clients and weights {weights.shape}.')
+    host_weights = np.asarray(jax.device_get(weights))
+    bad = np.flatnonzero(~np.isfinite(host_weights) | (host_weights < 0)
+                         | (host_weights > self.max_weight))
+    if bad.size:
+      raise ValueError(
+          f'client weight(s) {host_weights[bad].tolist()} of client(s) '
+          f'{bad.tolist()} are outside [0, max_weight={self.max_weight}]; '
+          'max_weight must be a public upper bound.')
+    return host_weights
+
+  def _check_adversary(self, num_clients: int, num_params: int) -> None:
+    adversary = self.adversary
+    num_elements = num_params + 1
+    if adversary.kind in adversary_lib.CLIENT_KINDS and not (
+        0 <= adversary.client < num_clients):
+      raise ValueError(f'adversary.client={adversary.client} is not a client in '
+                       f'[0, {num_clients}).')
+    if adversary.kind in adversary_lib.SUM_KINDS and adversary.element >= num_elements:
+      raise ValueError(f'adversary.element={adversary.element} is not an element '
+                       f'in [-1, {num_elements}).')
+    if adversary.needs_previous_shares and num_params != self.num_params:
+      raise ValueError(f'replay_client adversary was built for num_params='
+                       f'{self.num_params}, got {num_params}.')
+
+  def _previous_words(self, state, num_elements):
+    previous_value, previous_mac = state.replay_value_share, state.replay_mac_share
+    if previous_value.shape[0] != num_elements:
+      # Not a replay adversary: a dummy of the right shape keeps one program
+      # for every adversary kind.
+      previous_value = previous_mac = jnp.zeros((num_elements, 2), jnp.uint32)
+    return previous_value, previous_mac
+
+  def _mac_check(self, out: fused.Opened):
+    """Commit-then-reveal of the check values; only S scalars reach the host.
+
+    Returns (MacCheckResult, the revealed check values or None).
+    """
+    if self.mode != 'privateyes':
+      return spdz2k.MacCheckResult(True, '', '', 0), None
+    z_host = np.asarray(jax.device_get(out.check_values), np.uint64)
+    nonces_host = np.asarray(jax.device_get(out.nonces), np.uint64)
+    committed = adversary_lib.corrupt_check_value(self.adversary, z_host,
+                                                  self.spec, 'commit')
+    commitments = spdz2k.commit_check_values(committed, nonces_host)
+    revealed = adversary_lib.corrupt_check_value(self.adversary, committed,
+                                                 self.spec, 'reveal')
+    return (spdz2k.verify_check_values(commitments, revealed, nonces_host, self.spec),
+            revealed)
+
+  def _result(self, out, check, revealed, estimate, submitted, mac_key_words,
+              num_params, round_idx):
+    """AggregateResult (and the view) from the opened values and the check."""
+    if check.ok:
+      mean, total = out.mean, out.total_weight
+    else:
+      # Never hand out an unverified output: the round aborts.
+      mean = jnp.zeros((num_params,), jnp.float32)
+      total = jnp.zeros((), jnp.float32)
+    view = None
+    if self.record_view:
+      privateyes = self.mode == 'privateyes'
+      view = adversary_lib.coalition_view(
+          self.coalition,
+          coalition_input_estimate=estimate,
+          opened_sum_shares=out.opened_shares,
+          opened_sum=out.opened,
+          mac_key_shares=ring.from_words(mac_key_words) if privateyes else None,
+          submitted=submitted,
+          check_values=revealed,
+          check_coefficients=out.check_coefficients,
+          output_mean=mean,
+          round=round_idx)
+    return AggregateResult(mean, total, bool(check.ok), check.failure, view, {})
+
+  def _stats(self, num_submitted, num_clients, num_params, timings):
+    num_elements = num_params + 1
+    stats = costs.round_costs(self.mode, self.spec, self.num_servers,
+                              num_submitted, num_elements,
+                              seed_compressed=True).as_stats()
+    if self.mode == 'privateyes_semi_honest':
+      stats['mpc/client_upload_bytes_uncompressed'] = float(costs.semi_honest_costs(
+          self.spec, self.num_servers, num_submitted, num_elements).client_upload_bytes)
+    stats.update({
+        'mpc/num_submitted': float(num_submitted),
+        'mpc/client_chunk': float(self.chunk_size(num_clients, num_params)),
+        'mpc/aborted': float(timings.pop('aborted')),
+        **{f'mpc/{k}': float(v) for k, v in timings.items()},
+    })
+    if self.mode == 'privateyes':
+      offline = costs.estimate_offline_phase(
+          costs.num_preprocessed_masks(num_submitted, num_elements))
+      stats.update({'mpc/' + k: v for k, v in offline.items()})
+      stats['mpc/dealer_send_bytes'] = float(costs.dealer_send_bytes(
+          self.spec, self.num_servers, num_submitted, num_elements))
+    return stats
+
+  # --- one round, chunked and fused (what training uses) -----------------------
+
+  def apply(self, state: SecureAggregatorState, updates: jax.Array | np.ndarray,
+            weights: jax.Array, key: jax.Array,
+            round_idx: int) -> tuple[SecureAggregatorState, AggregateResult]:
+    """One aggregation round: Σ w_c Δ_c / Σ w_c via MPC (see the module docstring).
+
+    Args:
+      state: from ``init`` or the previous ``apply``.
+      updates: float32 ``[clients, params]`` individual updates Δ_c; a device
+        array, or a NumPy array in host memory (then only one chunk of it is on
+        the device at a time, for very large federations).
+      weights: float32 ``[clients]`` samples used (0: no submission).
+      key: this round's key (fold of the root seed); everything random in the
+        round derives from it, so a resumed run repeats the round exactly.
+      round_idx: the round number (clients tag their inputs with it).
+
+    Returns:
+      (state, AggregateResult) with ``ok`` False and ``failure`` set when a
+      check failed; ``stats`` holds bytes, rounds and seconds as floats.
+
+    Raises:
+      ValueError: bad shapes or weights; RingOverflowError naming client and
+        element of a scaled value that could wrap when summed (raised after the
+        fused pass computed the statistics, before anything is opened).
+    """
+    on_host = isinstance(updates, np.ndarray)
+    updates = (np.asarray(updates, np.float32) if on_host
+               else jnp.asarray(updates, jnp.float32))
+    if updates.ndim != 2:
+      raise ValueError(f'updates must be [clients, params], got {updates.shape}.')
+    num_clients, num_params = updates.shape
+    num_elements = num_params + 1
+    weights = jnp.asarray(weights, jnp.float32)
+    host_weights = self._check_weights(weights, num_clients)
+    self._check_adversary(num_clients, num_params)
+    num_submitted = int(np.sum(host_weights > 0))
+    chunk = self.chunk_size(num_clients, num_params)
+    num_chunks = -(-num_clients // chunk) if num_clients else 0
+    adversary = self.adversary
+    timings = {}
+    with jax.enable_x64(True):
+      max_weight = jnp.float32(self.max_weight)
+      (input_seeds, opening_seeds, check_randomness), timings['preprocessing_s'] = _timed(
+          round_seeds, key, num_clients, self.num_servers, self.mode)
+
+      # Dealer masks, client inputs and the servers' local sums, chunk by chunk.
+      start_time = time.perf_counter()
+      _, stats = fused.init_accumulators(self.mode, self.spec, self.num_servers,
+                                         num_elements, num_clients)
+      acc = None  # The first chunk's sums become the accumulators.
+      static = dict(mode=self.mode, spec=self.spec, num_servers=self.num_servers,
+                    prg=self.prg, chunk=chunk, num_clients=num_clients)
+      estimate = (np.zeros((num_clients, num_elements), np.uint64)
+                  if self.record_view else None)
+      for n in range(num_chunks):
+        start = fused.chunk_start(n, chunk, num_clients)
+        block, offset = ((jnp.asarray(updates[start:start + chunk]), start)
+                         if on_host else (updates, 0))
+        acc, stats, part = fused.accumulate(
+            acc, stats, block, jnp.int32(offset), weights, input_seeds, max_weight,
+            jnp.int32(n), coalition=self.coalition if self.record_view else None,
+            **static)
+        if part is not None:
+          # Rows overlapping the previous chunk are recomputed identically.
+          estimate[start:start + chunk] = np.asarray(jax.device_get(part))
+      if acc is None:  # No clients at all.
+        acc, _ = fused.init_accumulators(self.mode, self.spec, self.num_servers,
+                                         num_elements, num_clients)
+      # Nothing is opened before every scaled value is known to be in range.
+      fused.host_range_check(
+          stats, lambda c: scale_individual_updates(
+              jnp.asarray(updates[c:c + 1]), weights[c:c + 1], max_weight)[0][0],
+          self.spec, max(num_clients, 1), _RANGE_WHAT)
+      timings['sharing_s'] = time.perf_counter() - start_time
+
+      # Open the masked sum and compute the check values, one program.
+      start_time = time.perf_counter()
+      params = adversary.params()
+      previous_value, previous_mac = self._previous_words(state, num_elements)
+      target = None
+      if adversary.active:
+        t = adversary.client
+        rows, row = ((jnp.asarray(updates[t:t + 1]), 0) if on_host else (updates, t))
+        target = fused.TargetRows(rows, jnp.int32(row), weights, input_seeds)
+      out, replay = jax.block_until_ready(fused.finalize(
+          acc, state.mac_key_shares, opening_seeds, check_randomness,
+          max_weight, params, target, previous_value, previous_mac,
+          state.has_previous, mode=self.mode, spec=self.spec,
+          num_servers=self.num_servers, prg=self.prg, adversarial=adversary.active,
+          with_view=self.record_view))
+      timings['aggregation_s'] = time.perf_counter() - start_time
+
+      start_time = time.perf_counter()
+      check, revealed = self._mac_check(out)
+      timings['checking_s'] = time.perf_counter() - start_time
+
+      new_state = state
+      if adversary.needs_previous_shares:
+        new_state = state._replace(replay_value_share=replay[0],
+                                   replay_mac_share=replay[1],
+                                   has_previous=jnp.ones((), jnp.bool_))
+      result = self._result(out, check, revealed, estimate, weights > 0,
+                            state.mac_key_shares, num_params, round_idx)
+    timings['aborted'] = not result.ok
+    return new_state, result._replace(
+        stats=self._stats(num_submitted, num_clients, num_params, timings))
+
+  # --- the same round step by step, every message materialised -----------------
 
   def preprocess(self, state: SecureAggregatorState, key: jax.Array,
                  num_clients: int, num_elements: int) -> Preprocessing | None:
-    """DEALER: this round's authenticated masks (None in semi-honest mode)."""
+    """DEALER: this round's authenticated masks ``[S, C, E]`` (None semi-honest)."""
     if self.mode != 'privateyes':
       return None
     with jax.enable_x64(True):
-      return _dealer_round(jax.random.fold_in(key, _DEALER), state.mac_key_shares,
-                           (num_clients, num_elements), self.spec)
+      input_seeds, opening_seeds, _ = round_seeds(key, num_clients, self.num_servers,
+                                                  self.mode)
+      return _dealer_round(input_seeds, opening_seeds, state.mac_key_shares,
+                           num_elements, self.spec, self.prg)
 
   def package_client_inputs(self, prep: Preprocessing | None,
                             individual_updates: jax.Array, weights: jax.Array,
@@ -387,32 +666,23 @@ class SecureAggregator:
     """
     individual_updates = jnp.asarray(individual_updates, jnp.float32)
     weights = jnp.asarray(weights, jnp.float32)
-    if individual_updates.ndim != 2 or weights.shape != individual_updates.shape[:1]:
-      raise ValueError(
-          f'expected updates [clients, params] and weights [clients]; got '
-          f'{individual_updates.shape} and {weights.shape}.')
-    host_weights = np.asarray(jax.device_get(weights))
-    bad = np.flatnonzero(~np.isfinite(host_weights) | (host_weights < 0)
-                         | (host_weights > self.max_weight))
-    if bad.size:
-      raise ValueError(
-          f'client weight(s) {host_weights[bad].tolist()} of client(s) '
-          f'{bad.tolist()} are outside [0, max_weight={self.max_weight}]; '
-          'max_weight must be a public upper bound.')
+    if individual_updates.ndim != 2:
+      raise ValueError(f'expected updates [clients, params] and weights [clients]; '
+                       f'got {individual_updates.shape} and {weights.shape}.')
     num_clients = individual_updates.shape[0]
+    self._check_weights(weights, num_clients)
     scaled, submitted = scale_individual_updates(
         individual_updates, weights, jnp.float32(self.max_weight))
     # Rows of non-submitting clients are all zero (w̃ = 0), so they pass.
     ring.check_range(scaled, self.spec, num_terms=max(num_clients, 1),
-                     what='client input [client, element] (w_c/w_max · Δ_c, '
-                     'then w_c/w_max)')
+                     what=_RANGE_WHAT)
     with jax.enable_x64(True):
       if self.mode == 'privateyes':
         return _clients_privateyes(scaled, submitted, prep.input_masks.value,
                                    jnp.int32(round_idx), self.spec)
-      return _clients_semi_honest(jax.random.fold_in(key, _CLIENTS), scaled,
-                                  submitted, jnp.int32(round_idx),
-                                  self.num_servers, self.spec)
+      seeds, _, _ = round_seeds(key, num_clients, self.num_servers, self.mode)
+      return _clients_semi_honest(seeds, scaled, submitted, jnp.int32(round_idx),
+                                  self.spec, self.prg)
 
   def aggregate(self, state: SecureAggregatorState, prep: Preprocessing | None,
                 submission: ClientSubmission, key: jax.Array, round_idx: int,
@@ -421,143 +691,37 @@ class SecureAggregator:
     """Servers: validate, input, sum, open, check. Returns (state, result, timings)."""
     num_clients = submission.submitted.shape[0]
     num_elements = num_params + 1
-    adversary = self.adversary
-    if adversary.kind in adversary_lib.CLIENT_KINDS and not (
-        0 <= adversary.client < num_clients):
-      raise ValueError(f'adversary.client={adversary.client} is not a client in '
-                       f'[0, {num_clients}).')
-    if adversary.kind in adversary_lib.SUM_KINDS and adversary.element >= num_elements:
-      raise ValueError(f'adversary.element={adversary.element} is not an element '
-                       f'in [-1, {num_elements}).')
-    if adversary.needs_previous_shares and num_params != self.num_params:
-      raise ValueError(f'replay_client adversary was built for num_params='
-                       f'{self.num_params}, got {num_params}.')
+    self._check_adversary(num_clients, num_params)
     privateyes = self.mode == 'privateyes'
     validate_submission(submission, round_idx, num_clients, num_elements,
                         None if privateyes else self.num_servers)
+    adversary = self.adversary
     timings = {}
     with jax.enable_x64(True):
-      params = adversary.params()
-      previous_value, previous_mac = state.replay_value_share, state.replay_mac_share
-      if previous_value.shape[0] != num_elements:
-        # Not a replay adversary: a dummy of the right shape keeps one program
-        # for every adversary kind.
-        previous_value = previous_mac = jnp.zeros((num_elements, 2), jnp.uint32)
-      if privateyes:
-        (opened, masked, inputs), timings['aggregation_s'] = _timed(
-            _servers_privateyes, prep, submission.payload, submission.submitted,
-            state.mac_key_shares, params, previous_value, previous_mac,
-            state.has_previous, spec=self.spec, adversarial=adversary.active,
-            keep_inputs=self.record_view or adversary.needs_previous_shares)
-        start = time.perf_counter()
-        check, z, chi = self._mac_check(state, masked, opened, key)
-        timings['checking_s'] = time.perf_counter() - start
-        opened_shares = masked.value
-        input_values, input_macs = (None, None) if inputs is None else inputs
-      else:
-        (opened, opened_shares), timings['aggregation_s'] = _timed(
-            _servers_semi_honest, submission.payload, submission.submitted,
-            params, previous_value, state.has_previous, spec=self.spec,
-            adversarial=adversary.active)
-        check = spdz2k.MacCheckResult(True, '', '', 0)
-        timings['checking_s'] = 0.0
-        z = chi = None
-        input_values, input_macs = submission.payload, None
-
-      if check.ok:
-        mean, total = _weighted_mean(opened, jnp.float32(self.max_weight),
-                                     spec=self.spec)
-      else:
-        # Never hand out an unverified output: the round aborts.
-        mean = jnp.zeros((num_params,), jnp.float32)
-        total = jnp.zeros((), jnp.float32)
-
+      previous_value, previous_mac = self._previous_words(state, num_elements)
+      start = time.perf_counter()
+      out, values, macs, estimate = jax.block_until_ready(_servers_step_by_step(
+          prep, submission.payload, submission.submitted, state.mac_key_shares,
+          fused.check_seeds(key, self.num_servers) if privateyes else None,
+          jnp.float32(self.max_weight),
+          adversary.params(), previous_value, previous_mac, state.has_previous,
+          mode=self.mode, spec=self.spec, prg=self.prg,
+          adversarial=adversary.active,
+          coalition=self.coalition if self.record_view else None))
+      timings['aggregation_s'] = time.perf_counter() - start
+      start = time.perf_counter()
+      check, revealed = self._mac_check(out)
+      timings['checking_s'] = time.perf_counter() - start
       new_state = state
       if adversary.needs_previous_shares:
-        macs = input_macs if input_macs is not None else input_values
-        value_words, mac_words = _take_replay_shares(
-            input_values, macs, jnp.int32(adversary.server), jnp.int32(adversary.client))
+        value_words, mac_words = _replay_words(
+            values[:, adversary.client], (macs if macs is not None else values)[
+                :, adversary.client], jnp.int32(adversary.server))
         new_state = state._replace(replay_value_share=value_words,
                                    replay_mac_share=mac_words,
                                    has_previous=jnp.ones((), jnp.bool_))
-
-      view = None
-      if self.record_view:
-        view = adversary_lib.coalition_view(
-            self.coalition,
-            input_value_shares=input_values,
-            input_mac_shares=input_macs,
-            mac_key_shares=(ring.from_words(state.mac_key_shares) if privateyes
-                            else None),
-            masked_inputs=submission.payload if privateyes else None,
-            opened_sum_shares=opened_shares,
-            opened_sum=opened,
-            submitted=submission.submitted,
-            check_values=z,
-            check_coefficients=chi,
-            output_mean=mean,
-            round=round_idx)
-
-    result = AggregateResult(mean, total, bool(check.ok), check.failure, view, {})
+      result = self._result(out, check, revealed,
+                            None if estimate is None else np.asarray(estimate),
+                            submission.submitted, state.mac_key_shares, num_params,
+                            round_idx)
     return new_state, result, timings
-
-  def _mac_check(self, state, masked, opened, key):
-    """Commit-then-reveal of the check values; only S scalars reach the host."""
-    z, chi, nonces = _check_values(jax.random.fold_in(key, _CHECK), masked.mac,
-                                   opened, state.mac_key_shares, spec=self.spec)
-    z_host = np.asarray(jax.device_get(z), np.uint64)
-    nonces_host = np.asarray(jax.device_get(nonces), np.uint64)
-    committed = adversary_lib.corrupt_check_value(self.adversary, z_host,
-                                                  self.spec, 'commit')
-    commitments = spdz2k.commit_check_values(committed, nonces_host)
-    revealed = adversary_lib.corrupt_check_value(self.adversary, committed,
-                                                 self.spec, 'reveal')
-    check = spdz2k.verify_check_values(commitments, revealed, nonces_host,
-                                       self.spec)
-    return check, revealed, chi
-
-  def apply(self, state: SecureAggregatorState, updates: jax.Array,
-            weights: jax.Array, key: jax.Array,
-            round_idx: int) -> tuple[SecureAggregatorState, AggregateResult]:
-    """One aggregation round: Σ w_c Δ_c / Σ w_c via MPC (see the module docstring).
-
-    Args:
-      state: from ``init`` or the previous ``apply``.
-      updates: float32 ``[clients, params]`` individual updates Δ_c.
-      weights: float32 ``[clients]`` samples used (0: no submission).
-      key: this round's key (fold of the root seed); everything random in the
-        round derives from it, so a resumed run repeats the round exactly.
-      round_idx: the round number (clients tag their inputs with it).
-
-    Returns:
-      (state, AggregateResult) with ``ok`` False and ``failure`` set when a
-      check failed; ``stats`` holds bytes, rounds and seconds as floats.
-    """
-    updates = jnp.asarray(updates, jnp.float32)
-    if updates.ndim != 2:
-      raise ValueError(f'updates must be [clients, params], got {updates.shape}.')
-    num_clients, num_params = updates.shape
-    num_elements = num_params + 1
-    prep, preprocessing_s = _timed(self.preprocess, state, key, num_clients,
-                                   num_elements)
-    submission, sharing_s = _timed(self.package_client_inputs, prep, updates,
-                                   weights, key, round_idx)
-    state, result, timings = self.aggregate(state, prep, submission, key,
-                                            round_idx, num_params)
-    num_submitted = int(np.sum(np.asarray(jax.device_get(submission.submitted))))
-    stats = costs.round_costs(self.mode, self.spec, self.num_servers,
-                              num_submitted, num_elements).as_stats()
-    stats.update({
-        'mpc/num_submitted': float(num_submitted),
-        'mpc/preprocessing_s': float(preprocessing_s),
-        'mpc/sharing_s': float(sharing_s),
-        'mpc/aggregation_s': float(timings['aggregation_s']),
-        'mpc/checking_s': float(timings['checking_s']),
-        'mpc/aborted': float(not result.ok),
-    })
-    if self.mode == 'privateyes':
-      offline = costs.estimate_offline_phase(
-          costs.num_preprocessed_masks(num_submitted, num_elements))
-      stats.update({'mpc/' + k: v for k, v in offline.items()})
-    return state, result._replace(stats=stats)
-

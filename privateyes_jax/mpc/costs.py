@@ -112,6 +112,20 @@ def privateyes_costs(spec: ring.RingSpec, num_servers: int, num_submitted: int,
                     6.0, float(FLOAT32_BYTES * (num_elements - 1)))
 
 
+def dealer_send_bytes(spec: ring.RingSpec, num_servers: int, num_submitted: int,
+                      num_elements: int) -> int:
+  """Seed-compressed preprocessing of one privateyes round (simulated DEALER).
+
+  The dealer sends each server one 16-byte seed per client (its value share of
+  [[r_c]] and, for servers < S-1, its MAC share are PRG expansions of it), and
+  the last server the MAC correction share α·r_c − Σ others in full (E·⌈(k+s)/8⌉
+  per client); the opening masks likewise. A deployment replaces the dealer by
+  SPDZ2k's preprocessing, whose cost ``estimate_offline_phase`` estimates.
+  """
+  per_client = num_servers * SEED_BYTES + num_elements * spec.share_bytes
+  return (num_submitted + 1) * per_client
+
+
 def round_costs(mode: str, spec: ring.RingSpec, num_servers: int, num_submitted: int,
                 num_elements: int, seed_compressed: bool = False) -> RoundCosts:
   """Dispatches on ``mode``: 'plain', 'privateyes', 'privateyes_semi_honest'."""

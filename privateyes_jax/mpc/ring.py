@@ -193,20 +193,39 @@ def check_range(x: jax.Array, spec: RingSpec, num_terms: int,
   x = jnp.asarray(x)
   if x.size == 0:
     return 0.0
-  bound = max_abs_value(spec, num_terms)
   all_finite, idx, value = jax.device_get(_range_stats(x))
   index = tuple(int(i) for i in np.unravel_index(int(idx), x.shape))
+  return raise_if_out_of_range(bool(all_finite), index, float(value), spec,
+                               num_terms, what)
+
+
+def raise_if_out_of_range(all_finite: bool, index: tuple[int, ...], value: float,
+                          spec: RingSpec, num_terms: int, what: str) -> float:
+  """The error of ``check_range`` from precomputed statistics (see there).
+
+  Args:
+    all_finite: no NaN or inf anywhere.
+    index: where the first non-finite entry is, else where max |x| is.
+    value: |x| at ``index``.
+    spec: the ring.
+    num_terms: number of values that will be summed.
+    what: how to name the array in the error.
+
+  Returns:
+    ``value`` when in range.
+  """
+  bound = max_abs_value(spec, num_terms)
   if not all_finite:
     raise RingOverflowError(
-        f'{what} at index {index} is {float(value)} (NaN or inf); refusing to '
+        f'{what} at index {index} is {value} (NaN or inf); refusing to '
         'encode a non-finite value into the ring.')
-  if float(value) > bound:
+  if value > bound:
     raise RingOverflowError(
-        f'{what}: max |value| = {float(value):.6g} at index {index} exceeds the '
+        f'{what}: max |value| = {value:.6g} at index {index} exceeds the '
         f'bound {bound:.6g} for summing {num_terms} terms in RingSpec(k={spec.k}, '
         f'f={spec.f}) ({spec.integer_bits} integer bits); rescale the inputs, '
         'lower f, or raise k.')
-  return float(value)
+  return value
 
 
 def encode(x: jax.Array, spec: RingSpec) -> jax.Array:

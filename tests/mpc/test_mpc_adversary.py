@@ -114,22 +114,20 @@ def test_coalition_view_holds_only_its_shares_and_public_values(mode):
                         jnp.array([8.0, 0.0, 5.0]), jax.random.key(2), 7)
   view = result.view
   assert view['coalition'] == (1, 3) and view['round'] == 7
-  assert view['input_value_shares'].shape == (2, 3, 5)
-  assert view['input_value_shares'].dtype == np.uint64
+  estimate = view['coalition_input_estimate']
+  assert estimate.shape == (3, 5) and estimate.dtype == np.uint64
+  assert 'input_value_shares' not in view and 'input_mac_shares' not in view
   assert view['opened_sum_shares'].shape == (4, 5)
   np.testing.assert_array_equal(view['submitted'], [True, False, True])
+  np.testing.assert_array_equal(estimate[1], 0)  # Client 1 sent nothing.
   if mode == 'privateyes':
-    assert view['input_mac_shares'].shape == (2, 3, 5)
     assert view['mac_key_shares'].shape == (2,)
-    assert view['masked_inputs'].shape == (3, 5)
     assert view['check_values'].shape == (4,)
+    assert view['check_coefficients'].shape == (5,)
   else:
-    assert 'input_mac_shares' not in view and 'masked_inputs' not in view
+    assert view.get('mac_key_shares') is None and view.get('check_values') is None
   # Everything the coalition holds of the inputs reconstructs nothing: the sum
-  # of its value shares is unrelated to the encoded inputs.
+  # of its value shares (plus ε) is unrelated to the encoded inputs.
   with jax.enable_x64(True):
-    bits = SPEC.ring_bits if mode == 'privateyes' else SPEC.k
-    partial = ring.mask_bits(jnp.sum(jnp.asarray(view['input_value_shares']),
-                                     axis=0, dtype=jnp.uint64), bits)
-    decoded = np.asarray(ring.decode(partial, SPEC))
+    decoded = np.asarray(ring.decode(jnp.asarray(estimate[[0, 2]]), SPEC))
   assert np.abs(decoded).max() > 1.0  # Uniform garbage, not ~0.1-sized values.

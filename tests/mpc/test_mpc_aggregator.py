@@ -72,10 +72,11 @@ def test_apply_is_deterministic_given_its_arguments():
   _, second = agg.apply(state, updates, weights, jax.random.key(2), 3)
   _, other = agg.apply(state, updates, weights, jax.random.key(3), 3)
   np.testing.assert_array_equal(first.mean_update, second.mean_update)
-  np.testing.assert_array_equal(first.view['input_value_shares'],
-                                second.view['input_value_shares'])
-  assert (first.view['input_value_shares']
-          != other.view['input_value_shares']).mean() > 0.9
+  np.testing.assert_array_equal(first.view['coalition_input_estimate'],
+                                second.view['coalition_input_estimate'])
+  submitted = np.asarray(weights) > 0
+  assert (first.view['coalition_input_estimate'][submitted]
+          != other.view['coalition_input_estimate'][submitted]).mean() > 0.9
 
 
 @pytest.mark.parametrize('mode', aggregator_lib.MODES)

@@ -1,0 +1,573 @@
+"""The round's array programs: per-client shares, fused chunked sums, opening and check.
+
+``SecureAggregator.apply`` never materialises ``[servers, clients, elements]``.
+Clients are processed in chunks of ``chunk`` rows; for each chunk ONE fused XLA
+program goes from the float updates to the servers' share sums:
+
+  scale (w_c / w_max) → range statistics → fixed-point encode → DEALER masks and
+  client shares from per-(client, server) seeds (``prg``) → ε = x − r mod 2^k →
+  [[x]] = [[r]] + ε → sum over the chunk's clients, added to the accumulators.
+
+Everything up to the opening is linear, so adding chunk sums is exact: the
+opened sum and every server's shares of it are bit for bit those of the
+unchunked computation, and a client's shares depend only on its seeds (its
+global index), never on the chunk size.
+
+What is accumulated (all arithmetic mod 2^(k+s) for privateyes, 2^k otherwise):
+
+* privateyes (the dealer gives server i the value share r_ci = PRG(seed_ci)[lane 0]
+  of client c's mask and, for i < S-1, the MAC share m_ci = PRG(seed_ci)[lane 1];
+  r_c = Σ_i r_ci and m_c,S-1 = α r_c − Σ_{i<S-1} m_ci):
+  R_i = Σ_c r_ci (S), Mr_i = Σ_c m_ci (S-1), Eps = Σ_c ε_c (1). Then the servers'
+  shares of Σ_c x_c are V_i = R_i + [i = 0] Eps and M_i = Mr_i + α_i Eps for
+  i < S-1, M_S-1 = α Σ_i R_i − Σ_i Mr_i + α_S-1 Eps, exactly the sums of the
+  per-client shares [[x_c]] = [[r_c]] + ε_c.
+* semi-honest (client c's share for server i < S-1 is PRG(seed_ci)[lane 0], the
+  last is x_c − Σ others): A_i = Σ_c s_ci (S-1) and X = Σ_c x_c; V_i = A_i,
+  V_S-1 = X − Σ_i A_i.
+
+The functions that build per-client shares explicitly (``input_masks``,
+``semi_honest_shares``, ``target_client_shares``) use the same streams; the
+explicit three-phase API of the aggregator (tests, small federations) and the
+adversaries that act on one client's shares are built on them, and the tests
+check both paths bit for bit against each other.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from privateyes_jax.mpc import adversary as adversary_lib
+from privateyes_jax.mpc import prg as prg_lib
+from privateyes_jax.mpc import ring
+from privateyes_jax.mpc import spdz2k
+
+# Roles of the round key's sub-seeds (prg.child_seed tags).
+DEALER, CLIENTS, CHECK = 0, 1, 2
+_CHI_TAG = 0x43484931  # Second seed word of the check coefficients' stream.
+# χ is public and drawn once per round: always the default generator, so the
+# check does not depend on the share generator chosen.
+PRG_OF_CHECK = 'threefry2x64'
+_I0 = np.int32(0)  # Index literal (x64 would make a Python 0 int64).
+
+
+class RangeStats(NamedTuple):
+  """Per-client range statistics of the scaled input x_c = [w̃_c Δ_c, w̃_c]."""
+  max_abs: jax.Array  # shape=[clients], dtype=float32; max |x|, inf if non-finite.
+  finite: jax.Array  # shape=[clients], dtype=bool.
+
+
+def num_accumulators(mode: str, num_servers: int) -> int:
+  """privateyes: R_0..R_S-1, Mr_0..Mr_S-2, Eps; semi-honest: A_0..A_S-2, X."""
+  return 2 * num_servers if mode == 'privateyes' else num_servers
+
+
+def word_dtype(mode: str, spec: ring.RingSpec):
+  """uint32 words when the share ring fits (semi-honest k <= 32), else uint64."""
+  bits = spec.ring_bits if mode == 'privateyes' else spec.k
+  return jnp.uint32 if bits <= 32 else jnp.uint64
+
+
+def _mask(u, bits):
+  if bits >= 8 * u.dtype.itemsize:
+    return u
+  return u & u.dtype.type((1 << bits) - 1)
+
+
+# ---------------------------------------------------------------------------
+# Client side: scale, range statistics, encode.
+# ---------------------------------------------------------------------------
+
+
+def scale(updates, weights, max_weight):
+  """x_c = [w̃_c Δ_c, w̃_c], w̃_c = w_c / w_max, float32 ``[n, P + 1]`` (as the reference).
+
+  Written as pad + select rather than a concatenate so that XLA:CPU fuses it
+  into its consumer instead of writing ``[n, P + 1]`` out.
+  """
+  w = (weights / max_weight).astype(jnp.float32)[:, None]
+  num_params = updates.shape[1]
+  column = lax.broadcasted_iota(jnp.int32, (updates.shape[0], num_params + 1), 1)
+  return jnp.where(column < num_params, w * jnp.pad(updates, ((0, 0), (0, 1))), w)
+
+
+def range_stats(updates, weights, max_weight) -> RangeStats:
+  """Row-wise max |x_c| (inf where x_c has NaN/inf) and all-finite, from Δ directly.
+
+  One reduction over the updates: with w̃ ≥ 0, rounding is monotone, so
+  max_e fl(w̃·|Δ_e|) = fl(w̃ · max_e |Δ_e|), and w̃·Δ_e is non-finite exactly
+  where Δ_e is (w̃ ≤ 1; 0·inf = NaN). The element is located only on the error
+  path (``host_range_check``): an argmax here would cost more than the rest of
+  the check.
+  """
+  w = (weights / max_weight).astype(jnp.float32)
+  # A variadic reduce: XLA:CPU hands a plain max to XNNPACK, which cannot fuse
+  # the producer and would write |Δ| out first.
+  largest, finite = lax.reduce(
+      (jnp.where(jnp.isfinite(updates), jnp.abs(updates), jnp.inf),
+       jnp.isfinite(updates)), (jnp.float32(0), True),
+      lambda a, b: (jnp.maximum(a[0], b[0]), a[1] & b[1]), (1,))
+  max_abs = jnp.where(finite, jnp.maximum(w * largest, w), jnp.inf)
+  return RangeStats(max_abs, finite)
+
+
+def encode(scaled, spec: ring.RingSpec, dtype):
+  """``ring.encode`` bit for bit; in 32-bit arithmetic when k <= 32.
+
+  For k <= 32 a value that passes the range check has |x·2^f| < 2^31, and x·2^f
+  and its rounding are exact in float32 (scaling by a power of two), so float32
+  → int32 gives the same integer as ring.encode's float64 → int64.
+  """
+  if spec.k <= 32:
+    q = jnp.round(scaled.astype(jnp.float32) * jnp.float32(2.0**spec.f))
+    u = lax.bitcast_convert_type(q.astype(jnp.int32), jnp.uint32)
+    return _mask(u, spec.k).astype(dtype)
+  return ring.encode(scaled, spec).astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Streams: dealer masks and client shares from per-(client, server) seeds.
+# ---------------------------------------------------------------------------
+
+
+def _mask_words(seeds, counter, num_servers, spec, prg):
+  """Dealer: value shares r_ci (S) and random MAC shares m_ci (S-1) of [[r_c]].
+
+  Args:
+    seeds: uint64 ``[n, S, 2]``; server i's words are PRG(seed_ci): lane 0 its
+      value share, lane 1 its MAC share (unused for i = S-1).
+    counter: uint32 ``[E]``.
+
+  Returns:
+    (S arrays ``[n, E]``, S-1 arrays ``[n, E]``), uint64 in Z_2^(k+s). One
+    vectorised block function for all servers keeps the program (and compile
+    time) small.
+  """
+  bits = spec.ring_bits
+  lanes = prg_lib.words64(seeds[:, :, None, :], counter, 2, prg)  # [n, S, E] each.
+  values = [ring.mask_bits(lanes[0][:, i], bits) for i in range(num_servers)]
+  macs = [ring.mask_bits(lanes[1][:, i], bits) for i in range(num_servers - 1)]
+  return values, macs
+
+
+def _share_words(seeds, counter, num_servers, spec, prg, dtype):
+  """Semi-honest: the S-1 seeded shares s_ci = PRG(seed_ci)[lane 0] of a client's input.
+
+  ``seeds`` uint64 ``[n, S-1, 2]``; returns S-1 arrays ``[n, E]`` of ``dtype``.
+  """
+  gen = prg_lib.words32 if dtype == jnp.uint32 else prg_lib.words64
+  words = gen(seeds[:, :, None, :], counter, 1, prg)[0]  # [n, S-1, E].
+  return [_mask(words[:, i], spec.k) for i in range(num_servers - 1)]
+
+
+def _sum(arrays, bits):
+  total = arrays[0]
+  for a in arrays[1:]:
+    total = total + a
+  return _mask(total, bits)
+
+
+def input_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.AuthShares:
+  """DEALER: [[r_c]] for the clients of ``seeds`` ``[n, S, 2]``: ``[S, n, E]``."""
+  num_servers = mac_key_shares.shape[0]
+  counter = prg_lib.element_counter(num_elements)
+  values, macs = _mask_words(seeds, counter, num_servers, spec, prg)
+  bits = spec.ring_bits
+  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
+  r = _sum(values, bits)
+  last_mac = ring.mask_bits(alpha * r - _sum(macs, 64), bits) if macs else (
+      ring.mask_bits(alpha * r, bits))
+  return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs + [last_mac]))
+
+
+def semi_honest_shares(seeds, x, spec, prg):
+  """Client side: ``[S, n, E]`` additive shares of x ``[n, E]`` in Z_2^k (uint64)."""
+  num_servers = seeds.shape[1] + 1
+  counter = prg_lib.element_counter(x.shape[1])
+  random = _share_words(seeds, counter, num_servers, spec, prg, jnp.uint64)
+  last = ring.mask_bits(x - _sum(random, 64) if random else x, spec.k)
+  return jnp.stack(random + [last])
+
+
+def opening_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.AuthShares:
+  """DEALER: [[2^k r']] ``[S, E]``; seed S-1 gives r, seeds i < S-1 the shares."""
+  num_servers = mac_key_shares.shape[0]
+  bits = spec.ring_bits
+  counter = prg_lib.element_counter(num_elements)
+  lanes = prg_lib.words64(seeds[:, None, :], counter, 2, prg)  # [S, E] each.
+  r = lanes[0][num_servers - 1]
+  top = ring.mask_bits((r >> jnp.uint64(spec.k)) << jnp.uint64(spec.k), bits)
+  values = [ring.mask_bits(lanes[0][i], bits) for i in range(num_servers - 1)]
+  macs = [ring.mask_bits(lanes[1][i], bits) for i in range(num_servers - 1)]
+  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
+  values.append(ring.mask_bits(top - _sum(values, 64), bits))
+  macs.append(ring.mask_bits(alpha * top - _sum(macs, 64), bits))
+  return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs))
+
+
+def round_seed_tables(root, num_clients, num_inputs, num_servers, role, with_check):
+  """All of a round's seeds from one vectorised Threefry call (small program).
+
+  seed = Threefry-2x64_root(x0, x1) with x0 = client or server index and x1 = the
+  role tag (high 32 bits) and server index (low 32 bits), so every (role, client,
+  server) gets an independent 128-bit seed.
+
+  Returns:
+    (input seeds ``[C, num_inputs, 2]``, opening seeds ``[S, 2]``, and with
+    ``with_check`` the MAC check's (coin-toss seeds ``[S]``, nonces ``[S, 2]``),
+    else None).
+  """
+  u = jnp.uint64
+  tag = lambda r: u(r) << u(32)
+  rows = lax.broadcasted_iota(u, (num_clients, num_inputs), 0).reshape(-1)
+  cols = lax.broadcasted_iota(u, (num_clients, num_inputs), 1).reshape(-1)
+  servers = jnp.arange(num_servers, dtype=u)
+  x0 = jnp.concatenate([rows, servers, servers, servers])
+  x1 = jnp.concatenate([tag(4 * role) | cols, jnp.full_like(servers, tag(4 * role + 1)),
+                        jnp.full_like(servers, tag(4 * CHECK + 2)),
+                        jnp.full_like(servers, tag(4 * CHECK + 3))])
+  w0, w1 = prg_lib.threefry2x64(root[0], root[1], x0, x1)
+  seeds = jnp.stack([w0, w1], axis=-1)
+  n = num_clients * num_inputs
+  inputs = seeds[:n].reshape(num_clients, num_inputs, 2)
+  opening = seeds[n:n + num_servers]
+  if not with_check:
+    return inputs, opening, None
+  return inputs, opening, (seeds[n + num_servers:n + 2 * num_servers, 0],
+                           seeds[n + 2 * num_servers:])
+
+
+def check_seeds(round_key, num_servers):
+  """(coin-toss seeds [S] uint64, commitment nonces [S, 2] uint64) of the round."""
+  return round_seed_tables(prg_lib.key_seed(round_key), 0, 1, num_servers, DEALER,
+                           True)[2]
+
+
+def check_coefficients(joint_seed, num_elements, spec, prg):
+  """Public χ_j ∈ Z_2^s from the joint coin (uint64 scalar)."""
+  seed = jnp.stack([joint_seed, jnp.uint64(_CHI_TAG)])
+  counter = prg_lib.element_counter(num_elements)
+  return ring.mask_bits(prg_lib.words64(seed, counter, 1, prg)[0], spec.s)
+
+
+# ---------------------------------------------------------------------------
+# The fused chunk program.
+# ---------------------------------------------------------------------------
+
+
+def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
+           mode, spec, num_servers, prg, chunk, num_clients, coalition):
+  """Chunk n: rows [start, start + chunk), start = min(n·chunk, C − chunk).
+
+  Rows below n·chunk were in chunk n−1 (the last chunk overlaps instead of
+  padding); they are recomputed identically but not added again.
+  """
+  num_params = block.shape[1]
+  num_elements = num_params + 1
+  n = jnp.asarray(n, jnp.int32)
+  block_offset = jnp.asarray(block_offset, jnp.int32)
+  start = jnp.minimum(n * chunk, num_clients - chunk).astype(jnp.int32)
+  rows = start + jnp.arange(chunk, dtype=jnp.int32)
+  updates = lax.dynamic_slice(block, (start - block_offset, _I0), (chunk, num_params))
+  w = lax.dynamic_slice(weights, (start,), (chunk,))
+  scaled = scale(updates, w, max_weight)
+  submitted = w > 0
+  include = (submitted & (rows >= n * chunk))[:, None]
+
+  chunk_stats = range_stats(updates, w, max_weight)
+  stats = RangeStats(*(lax.dynamic_update_slice(full, part, (start,))
+                       for full, part in zip(stats, chunk_stats)))
+
+  dtype = word_dtype(mode, spec)
+  x = encode(scaled, spec, dtype)
+  row_seeds = lax.dynamic_slice(seeds, (start, _I0, _I0), (chunk,) + seeds.shape[1:])
+  counter = prg_lib.element_counter(num_elements)
+  zero = dtype(0)
+  if mode == 'privateyes':
+    bits = spec.ring_bits
+    values, macs = _mask_words(row_seeds, counter, num_servers, spec, prg)
+    r_low = _sum(values, spec.k)  # The client only learns r_c mod 2^k.
+    epsilon = jnp.where(submitted[:, None], _mask(x - r_low, spec.k), zero)
+    terms = values + macs + [epsilon]
+    estimate = None
+    if coalition is not None:
+      estimate = jnp.where(submitted[:, None],
+                           _sum([epsilon] + [values[i] for i in coalition], bits), zero)
+  else:
+    bits = spec.k
+    shares = _share_words(row_seeds, counter, num_servers, spec, prg, dtype)
+    terms = shares + [x]
+    estimate = None
+    if coalition is not None:
+      full = shares + [_mask(x - _sum(shares, 64), bits)] if shares else [x]
+      estimate = jnp.where(submitted[:, None], _sum([full[i] for i in coalition], bits),
+                           zero).astype(jnp.uint64)
+
+  # One variadic reduction over the chunk's clients: every term is generated,
+  # used and summed inside one fusion (no [chunk, E] array is written).
+  operands = tuple(jnp.where(include, t, zero) for t in terms)
+  sums = lax.reduce(operands, tuple(zero for _ in operands),
+                    lambda xs, ys: tuple(p + q for p, q in zip(xs, ys)), (0,))
+  # The first chunk has nothing to add to (acc=None): saves a pass over 2S words.
+  acc = tuple(_mask(s if a is None else a + s, bits)
+              for a, s in zip(acc or (None,) * len(sums), sums))
+  return acc, stats, estimate
+
+
+_STATIC = ('mode', 'spec', 'num_servers', 'prg', 'chunk', 'num_clients', 'coalition')
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0, 1))
+def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *,
+               mode, spec, num_servers, prg, chunk, num_clients, coalition=None):
+  """Chunk n of the clients, added to the accumulators (one fused program).
+
+  One call per chunk: XLA:CPU does not fuse the share generation into the
+  reduction inside a ``fori_loop`` body (it writes every PRG word to memory, 6x
+  the traffic), so the chunk loop stays in Python; a dispatch costs microseconds.
+
+  Args:
+    acc: ``num_accumulators`` arrays ``[E]`` (``word_dtype``), donated.
+    stats: ``RangeStats`` of all ``[C]`` clients, donated.
+    block: float32 ``[B, P]`` holding global rows ``block_offset ..``: the whole
+      update matrix (device-resident), or one chunk's rows (host-resident input).
+    block_offset: int32, global row of ``block[0]``.
+    weights: float32 ``[C]``.
+    seeds: uint64 ``[C, S or S-1, 2]`` per-(client, server) seeds.
+    max_weight: float32 scalar w_max.
+    n: int32 chunk index (traced: one program for every chunk).
+    coalition: None, or the coalition whose per-client input estimate to return
+      ``[chunk, E]`` uint64 for rows start .. start + chunk: Σ_{i ∈ T} (server
+      i's value share of x_c) + ε_c when server 0 is not in the coalition
+      (privateyes), i.e. ε_c + Σ_{i ∈ T} r_ci; semi-honest Σ_{i ∈ T} s_ci. Zero
+      for clients that did not submit; reduced mod 2^(k+s) (privateyes) or 2^k.
+
+  Returns:
+    (acc, stats, estimate or None).
+  """
+  return _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight,
+                mode=mode, spec=spec, num_servers=num_servers, prg=prg, chunk=chunk,
+                num_clients=num_clients, coalition=coalition)
+
+
+def chunk_start(n: int, chunk: int, num_clients: int) -> int:
+  """First row of chunk n (the last chunk overlaps its predecessor)."""
+  return min(n * chunk, num_clients - chunk)
+
+
+def init_accumulators(mode, spec, num_servers, num_elements, num_clients):
+  dtype = word_dtype(mode, spec)
+  acc = tuple(jnp.zeros((num_elements,), dtype)
+              for _ in range(num_accumulators(mode, num_servers)))
+  stats = RangeStats(jnp.zeros((num_clients,), jnp.float32),
+                     jnp.ones((num_clients,), jnp.bool_))
+  return acc, stats
+
+
+# ---------------------------------------------------------------------------
+# From accumulators to the servers' shares of the sum; adversaries; open; check.
+# ---------------------------------------------------------------------------
+
+
+def sum_shares(acc, mac_key_shares, mode, spec, num_servers):
+  """Servers' shares ``[S, E]`` uint64 of Σ_c x_c (and MAC shares, privateyes)."""
+  acc = [a.astype(jnp.uint64) for a in acc]
+  if mode != 'privateyes':
+    bits = spec.k
+    random = acc[:num_servers - 1]
+    last = ring.mask_bits(acc[-1] - _sum(random, 64) if random else acc[-1], bits)
+    return jnp.stack(random + [last]), None
+  bits = spec.ring_bits
+  r_sums = acc[:num_servers]
+  mac_sums = acc[num_servers:2 * num_servers - 1]
+  eps = acc[-1]
+  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
+  values = [ring.mask_bits(r_sums[0] + eps, bits)] + r_sums[1:]
+  last_mac = alpha * _sum(r_sums, 64) - (_sum(mac_sums, 64) if mac_sums else 0)
+  macs = mac_sums + [last_mac]
+  macs = [ring.mask_bits(m + mac_key_shares[i] * eps, bits) for i, m in enumerate(macs)]
+  return jnp.stack(values), jnp.stack(macs)
+
+
+def target_client_shares(update_row, weight, seeds_row, mac_key_shares, max_weight,
+                         mode, spec, num_servers, prg):
+  """One client's input shares ``[S, E]`` (value, MAC or None), as servers hold them.
+
+  privateyes: value_i = r_i + [i = 0] ε, MAC_i = m_i + α_i ε (ε = 0 if the client
+  did not submit); semi-honest: the client's shares, zero if it did not submit.
+  """
+  scaled = scale(update_row[None], weight[None], max_weight)
+  submitted = weight > 0
+  x = encode(scaled, spec, jnp.uint64)
+  if mode == 'privateyes':
+    masks = input_masks(seeds_row[None], mac_key_shares, x.shape[1], spec, prg)
+    r = ring.mask_bits(jnp.sum(masks.value, axis=0, dtype=jnp.uint64), spec.k)
+    epsilon = jnp.where(submitted, ring.mask_bits(x - r, spec.k), jnp.uint64(0))
+    inputs = spdz2k.input_from_masked(masks, epsilon, mac_key_shares, spec)
+    return inputs.value[:, 0], inputs.mac[:, 0]
+  shares = semi_honest_shares(seeds_row[None], x, spec, prg)
+  return jnp.where(submitted, shares[:, 0], jnp.uint64(0)), None
+
+
+class Opened(NamedTuple):
+  opened: jax.Array  # [E] uint64: y' (privateyes) or the sum (semi-honest).
+  opened_shares: jax.Array | None  # [S, E]: every server's broadcast share
+  # (returned only for views: writing it out costs a pass over S·E words).
+  check_values: jax.Array | None  # [S] z_i.
+  check_coefficients: jax.Array | None  # [E] χ (views only).
+  nonces: jax.Array | None  # [S, 2] commitment randomness.
+  mean: jax.Array  # [P] float32 (only handed out if the check passes).
+  total_weight: jax.Array  # () float32.
+
+
+def weighted_mean(opened, max_weight, spec):
+  sums = ring.decode(opened, spec, dtype=jnp.float64)
+  weight_sum = sums[-1]
+  mean = jnp.where(weight_sum > 0, sums[:-1] / jnp.where(weight_sum > 0,
+                                                         weight_sum, 1.0), 0.0)
+  return mean.astype(jnp.float32), (weight_sum * max_weight).astype(jnp.float32)
+
+
+def open_and_check(value, mac, opening, mac_key_shares, check_randomness, max_weight,
+                   params, *, mode, spec, adversarial, with_view) -> Opened:
+  """Sum-level deviations, masked opening, check coefficients and check values.
+
+  ``opening`` is the DEALER's [[2^k r']] (``opening_masks``; None semi-honest).
+  ``with_view`` also returns the servers' opened shares and χ.
+  """
+  num_servers, num_elements = value.shape
+  bits = spec.ring_bits if mode == 'privateyes' else spec.k
+  if adversarial:
+    value, mac = adversary_lib.corrupt_sum_shares(params, value, mac, bits)
+  if mode != 'privateyes':
+    opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64), bits)
+    mean, total = weighted_mean(opened, max_weight, spec)
+    return Opened(opened, value if with_view else None, None, None, None, mean, total)
+  opened, masked = spdz2k.masked_open(spdz2k.AuthShares(value, mac), opening, spec)
+  # Each server's coin-toss seed and commitment nonce (``check_seeds``): used
+  # only now, after y' is fixed, and never passed to adversary code.
+  coins, nonces = check_randomness
+  joint = lax.reduce(coins, jnp.uint64(0), lax.bitwise_xor, (0,))
+  chi = check_coefficients(joint, num_elements, spec, PRG_OF_CHECK)
+  z = spdz2k.mac_check_values(masked.mac, opened, chi, mac_key_shares, spec)
+  mean, total = weighted_mean(opened, max_weight, spec)
+  return Opened(opened, masked.value if with_view else None, z,
+                chi if with_view else None, nonces, mean, total)
+
+
+def _open_and_check_streamed(value, mac, opening_seeds, mac_key_shares,
+                             check_randomness, max_weight, params, *, spec, prg,
+                             adversarial) -> Opened:
+  """``open_and_check`` (privateyes, no view) without writing [[2^k r']] out.
+
+  The same values bit for bit: y' = Σ_i (V_i + Ov_i) = Σ_i V_i + 2^k r' because
+  the opening mask's value shares sum to 2^k r', so the opening needs one PRG
+  block per element, not S; and z_i = Σ_j χ_j (M_ij + Om_ij) − α_i Σ_j χ_j y'_j
+  is one variadic reduction in which the mask's MAC shares are generated in
+  registers (Om_S-1 = α 2^k r' − Σ_{i<S-1} Om_i, as the dealer defines it).
+  """
+  num_servers, num_elements = value.shape
+  bits = spec.ring_bits
+  if adversarial:
+    value, mac = adversary_lib.corrupt_sum_shares(params, value, mac, bits)
+  counter = prg_lib.element_counter(num_elements)
+  lanes = prg_lib.words64(opening_seeds[:, None, :], counter, 2, prg)  # [S, E] each.
+  top = ring.mask_bits((lanes[0][num_servers - 1] >> jnp.uint64(spec.k))
+                       << jnp.uint64(spec.k), bits)
+  opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64) + top, bits)
+  coins, nonces = check_randomness
+  joint = lax.reduce(coins, jnp.uint64(0), lax.bitwise_xor, (0,))
+  chi = check_coefficients(joint, num_elements, spec, PRG_OF_CHECK)
+  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
+  mask_macs = [ring.mask_bits(lanes[1][i], bits) for i in range(num_servers - 1)]
+  mask_macs.append(alpha * top - _sum(mask_macs, 64))
+  terms = tuple(chi * (mac[i] + mask_macs[i]) for i in range(num_servers)) + (
+      chi * opened,)
+  sums = lax.reduce(terms, tuple(jnp.uint64(0) for _ in terms),
+                    lambda xs, ys: tuple(p + q for p, q in zip(xs, ys)), (0,))
+  z = ring.mask_bits(jnp.stack(sums[:-1]) - mac_key_shares * sums[-1], bits)
+  mean, total = weighted_mean(opened, max_weight, spec)
+  return Opened(opened, None, z, None, nonces, mean, total)
+
+
+class TargetRows(NamedTuple):
+  """Where the adversary's target client's input lives (adversarial runs only)."""
+  updates: jax.Array  # float32 [B, P]: the update matrix or a block holding the row.
+  row: jax.Array  # int32: the target's row in ``updates``.
+  weights: jax.Array  # float32 [C].
+  seeds: jax.Array  # uint64 [C, S or S-1, 2].
+
+
+@functools.partial(jax.jit, static_argnames=('mode', 'spec', 'num_servers', 'prg',
+                                             'adversarial', 'with_view'))
+def finalize(acc, mac_key_words, opening_seeds, check_randomness, max_weight, params,
+             target: TargetRows, previous_value_words, previous_mac_words,
+             has_previous, *, mode, spec, num_servers, prg, adversarial, with_view):
+  """Accumulators → [[Σ x]] → (deviations) → open → check values, one program.
+
+  With ``adversarial``, the target client's shares are recomputed from its seeds
+  (``target_client_shares``) for ``drop_client`` / ``replay_client`` (a no-op
+  correction for the other kinds), and the malicious server's shares of that
+  client are returned as uint32 words for the replay state.
+
+  Returns:
+    (Opened, (value words [E, 2], MAC words [E, 2]) or None).
+  """
+  privateyes = mode == 'privateyes'
+  bits = spec.ring_bits if privateyes else spec.k
+  mac_key_shares = ring.from_words(mac_key_words) if privateyes else None
+  value, mac = sum_shares(acc, mac_key_shares, mode, spec, num_servers)
+  replay = None
+  if adversarial:
+    client = params.client
+    t_value, t_mac = target_client_shares(
+        lax.dynamic_index_in_dim(target.updates, target.row, keepdims=False),
+        target.weights[client], target.seeds[client], mac_key_shares, max_weight,
+        mode, spec, num_servers, prg)
+    value, mac = adversary_lib.corrupt_client_sums(
+        params, value, mac, t_value, t_mac, target.weights[client] > 0,
+        ring.from_words(previous_value_words),
+        ring.from_words(previous_mac_words) if privateyes else None, has_previous,
+        bits)
+    own = lambda a: ring.to_words(lax.dynamic_index_in_dim(a, params.server,
+                                                           keepdims=False))
+    replay = (own(t_value), own(t_mac if t_mac is not None else t_value))
+  if privateyes and not with_view:
+    return _open_and_check_streamed(
+        value, mac, opening_seeds, mac_key_shares, check_randomness, max_weight,
+        params, spec=spec, prg=prg, adversarial=adversarial), replay
+  opening = None
+  if privateyes:
+    opening = opening_masks(opening_seeds, mac_key_shares, value.shape[1], spec, prg)
+  return open_and_check(value, mac, opening, mac_key_shares, check_randomness,
+                        max_weight, params, mode=mode, spec=spec,
+                        adversarial=adversarial, with_view=with_view), replay
+
+
+def host_range_check(stats: RangeStats, row_fn, spec: ring.RingSpec, num_terms: int,
+                     what: str) -> float:
+  """Raises ``ring.RingOverflowError`` as ``ring.check_range`` on the full array would.
+
+  Only the ``[C]`` statistics cross to the host. On failure the offending client
+  is the first with a non-finite entry, else the one with the largest |x|, and
+  ``row_fn(client)`` (its scaled row ``[E]``) locates the element with
+  ``ring.check_range``'s own rule, so the message names (client, element).
+  """
+  max_abs, finite = (np.asarray(a) for a in jax.device_get(tuple(stats)))
+  if max_abs.size == 0:
+    return 0.0
+  bound = ring.max_abs_value(spec, num_terms)
+  if finite.all() and float(max_abs.max()) <= bound:
+    return float(max_abs.max())
+  client = int(np.flatnonzero(~finite)[0]) if not finite.all() else int(np.argmax(max_abs))
+  row = jnp.asarray(row_fn(client))
+  all_finite, idx, value = jax.device_get(ring._range_stats(row))  # pylint: disable=protected-access
+  return ring.raise_if_out_of_range(bool(finite.all()) and bool(all_finite),
+                                    (client, int(idx)), float(value), spec,
+                                    num_terms, what)
