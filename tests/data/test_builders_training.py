@@ -1,4 +1,4 @@
-"""Every format, prepared from its fixture, trains and evaluates through the runner.
+"""Every format, prepared from its fixture, trains federated and evaluates through the runner.
 
 Eye datasets (36x60x1) use the tiny GazeNet; face datasets the tiny `FaceGazeNet`
 (``model.name='resnet_face'``, screen head for GazeCapture).
@@ -48,9 +48,12 @@ def test_train_and_evaluate(name, tmp_path):
   if model != 'eye':
     config.model = _face_model_config(model)
   config.batch_size = 4
-  config.train.update(dict(steps=2, eval_every=2, log_every=1))
+  # A federated run (each person a client), through the same runner as the synthetic data.
+  config.method = 'federated'
+  config.optimizer.name, config.optimizer.learning_rate = 'sgd', 0.01
+  config.fl.update(dict(rounds=1, local_steps=2))
   summary = runner.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert summary['dataset'] == name and summary['steps'] == 2
+  assert summary['dataset'] == name and summary['steps'] == 2 and summary['rounds'] == 1
   assert summary['num_people_test'] == 1 and np.isfinite(summary['test_error'])
   assert summary['label_kind'] == ('screen' if name == 'gazecapture' else 'gaze')
   if name == 'gazecapture':  # The official test subject is the one held out.
