@@ -12,6 +12,7 @@ def tiny_config(**overrides):
     *path, last = key.split('.')
     for p in path:
       target = target[p]
+    assert last in target, f'tiny_config: no config field {key!r}'  # Catch typos in tests.
     target[last] = value
   return config
 
@@ -19,6 +20,8 @@ def tiny_config(**overrides):
 def final_params(workdir):
   """The params (or local-only client params) of the latest checkpoint in ``workdir``."""
   wd = workdir_lib.Workdir(str(workdir))
-  state = wd._manager.restore(wd.latest_step())  # pylint: disable=protected-access
+  latest = wd.latest_step()
+  assert latest is not None, f'no checkpoint in {workdir}'
+  state = wd._manager.restore(latest)  # pylint: disable=protected-access
   wd.close()
   return state.get('params', state.get('client_params'))

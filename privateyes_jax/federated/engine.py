@@ -247,7 +247,7 @@ def _record_view(workdir: Workdir, r: int, config, names, client_ids, params_bef
                  params_after, weights, view: dict) -> None:
   """Saves what the observing party saw in round ``r`` (for the DualView attack).
 
-  ``views/round_XXXXX.npz`` holds the round's starting global model and output model
+  ``views/round_NNNNN.npz`` holds the round's starting global model and output model
   (flattened), the sampled clients and the aggregator's view arrays (plain FL: every
   individual update; PrivatEyes: the coalition's shares and opened values).
   """

@@ -47,6 +47,8 @@ def head_rotation(pitch: float, yaw: float, roll: float = 0.0) -> np.ndarray:
   x_axis /= np.linalg.norm(x_axis)
   y_axis = np.cross(z_axis, x_axis)
   rotation = np.stack([x_axis, y_axis, z_axis], axis=1)
+  # A fixture with a non-orthonormal head rotation would test nothing real.
+  np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-12)
   return rotation @ Rotation.from_rotvec([0.0, 0.0, roll]).as_matrix()
 
 
