@@ -62,3 +62,124 @@ def label_error(pred, true, label_kind: str):
   if label_kind == 'screen':
     return euclidean_error(pred, true)
   raise ValueError(f'Unknown label kind {label_kind!r}; expected "gaze" or "screen".')
+
+
+# ----------------------------------------------------------------------------- DualView metrics
+# The attack's metrics (DESIGN.md §5.4). dm-pix and SciPy are imported where they are
+# used, so that training code importing this module does not need them.
+
+
+def _images01(images) -> np.ndarray:
+  """uint8 images -> float32 in [0, 1]; float images are taken to be in [0, 1] already."""
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 255.0
+  return images.astype(np.float32)
+
+
+def psnr(a, b) -> np.ndarray:
+  """Peak signal-to-noise ratio in dB of ``[..., H, W, C]`` image pairs (per image).
+
+  uint8 inputs are scaled to [0, 1] (peak 1); identical images give ``inf``.
+  """
+  import dm_pix  # pylint: disable=g-import-not-at-top
+  a, b = _images01(a), _images01(b)
+  mse = np.mean((a - b) ** 2, axis=(-3, -2, -1))
+  with np.errstate(divide='ignore'):
+    # dm_pix.psnr is -10 log10(mse); it returns inf only as a float overflow, so the
+    # identical-image case is made exact here.
+    return np.where(mse == 0, np.inf, np.asarray(dm_pix.psnr(a, b)))
+
+
+def ssim(a, b) -> np.ndarray:
+  """Structural similarity (Wang et al. 2004; dm_pix defaults: 11x11 Gaussian window,
+  sigma 1.5, k1 0.01, k2 0.03) of ``[..., H, W, C]`` image pairs, per image; 1 if identical."""
+  import dm_pix  # pylint: disable=g-import-not-at-top
+  return np.asarray(dm_pix.ssim(_images01(a), _images01(b), max_val=1.0))
+
+
+def gaze_kde_kl(p_samples, q_samples, grid_size: int = 100, bw_method='scott',
+                margin: float = 3.0, eps: float = 1e-10) -> float:
+  """KL(P || Q) between kernel density estimates of two 2-D gaze sample sets.
+
+  Estimator: each set is fitted with ``scipy.stats.gaussian_kde`` (Gaussian kernels
+  with the set's own covariance scaled by ``bw_method``, Scott's rule by default:
+  factor ``n^(-1/6)`` in 2-D). Both densities are evaluated on one
+  ``grid_size x grid_size`` grid spanning both sets plus ``margin`` kernel standard
+  deviations, renormalised to sum to 1 over the grid (in log space, so sets far
+  apart do not underflow), and ``KL = sum p log((p + eps) / (q + eps))``. Identical sets give exactly 0; the
+  value is in nats and grows as the sets separate.
+
+  Args:
+    p_samples: ``[N, 2]`` (e.g. the person's true pitch/yaw, radians).
+    q_samples: ``[M, 2]`` (e.g. the recovered gaze samples).
+
+  Raises:
+    ValueError: a set has fewer than 3 samples or a singular covariance (the KDE
+      is undefined; e.g. all samples identical).
+  """
+  from scipy import special, stats  # pylint: disable=g-import-not-at-top
+  p_samples = np.asarray(p_samples, np.float64)
+  q_samples = np.asarray(q_samples, np.float64)
+  kdes = []
+  for name, s in (('p_samples', p_samples), ('q_samples', q_samples)):
+    if s.ndim != 2 or s.shape[1] != 2 or len(s) < 3:
+      raise ValueError(f'{name} must be [N >= 3, 2], got {s.shape}.')
+    if not np.all(np.isfinite(s)):
+      raise ValueError(f'{name} contains NaN or inf.')
+    try:
+      kdes.append(stats.gaussian_kde(s.T, bw_method=bw_method))
+    except np.linalg.LinAlgError as e:
+      raise ValueError(f'{name} has a singular covariance ({e}); a KDE is undefined '
+                       'for degenerate sample sets.') from e
+  both = np.concatenate([p_samples, q_samples])
+  pad = margin * max(np.sqrt(np.max(np.diag(k.covariance))) for k in kdes)
+  lo, hi = both.min(axis=0) - pad, both.max(axis=0) + pad
+  axes = [np.linspace(lo[d], hi[d], grid_size) for d in range(2)]
+  grid = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing='ij')])
+  # Normalised in log space: far-apart sets would underflow a linear-space sum.
+  log_p, log_q = (k.logpdf(grid) for k in kdes)
+  log_p = log_p - special.logsumexp(log_p)
+  log_q = log_q - special.logsumexp(log_q)
+  p = np.exp(log_p)
+  return float(max(np.sum(p * (np.logaddexp(log_p, np.log(eps)) - np.logaddexp(log_q, np.log(eps)))),
+                   0.0))
+
+
+def mean_gaze(pitchyaw) -> np.ndarray:
+  """The mean direction ``[2]`` of ``[N, 2]`` pitch/yaw samples (mean unit vector)."""
+  return vector_to_pitchyaw(np.mean(pitchyaw_to_vector(np.asarray(pitchyaw, np.float64)), axis=0))
+
+
+def recovered_gaze_error_deg(recovered, true) -> float:
+  """Angular error (degrees) between the mean directions of recovered and true gaze samples."""
+  return float(angular_error_deg(mean_gaze(recovered), mean_gaze(true)))
+
+
+def reidentification(classifier_logits, true_ids) -> dict:
+  """Re-identification by an evaluation classifier from each person's reconstructions.
+
+  A person's K reconstructions vote by their mean log-probability per class.
+
+  Args:
+    classifier_logits: ``[N_people, K, classes]`` logits of the reconstructions.
+    true_ids: ``[N_people]`` the class of each attacked person.
+
+  Returns:
+    ``{'top1': int, 'top5': int, 'num_people': N, 'predicted': [N] int,
+    'rank': [N] int}``: counts of people whose true class is first / among the
+    first five, the predicted class, and the true class's 0-based rank.
+  """
+  logits = np.asarray(classifier_logits, np.float64)
+  true_ids = np.asarray(true_ids)
+  if logits.ndim != 3 or len(true_ids) != logits.shape[0]:
+    raise ValueError(f'Expected logits [N, K, classes] and true_ids [N]; got {logits.shape} '
+                     f'and {true_ids.shape}.')
+  logp = logits - logits.max(axis=-1, keepdims=True)
+  logp = logp - np.log(np.sum(np.exp(logp), axis=-1, keepdims=True))
+  score = logp.mean(axis=1)  # [N, classes]
+  true_score = score[np.arange(len(true_ids)), true_ids]
+  rank = np.sum(score > true_score[:, None], axis=-1)
+  return {'top1': int(np.sum(rank == 0)), 'top5': int(np.sum(rank < 5)),
+          'num_people': int(len(true_ids)), 'predicted': score.argmax(axis=-1),
+          'rank': rank}

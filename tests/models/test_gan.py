@@ -1,0 +1,58 @@
+"""DualView's generator and critic: shapes, ranges, conditioning, pixel (un)shuffle."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from privateyes_jax.models import gan
+
+
+def _cfg(**kw):
+  c = ml_collections.ConfigDict(dict(latent_dim=8, g_features=(8, 4), g_norm='none',
+                                     d_features=(4, 8)))
+  c.update(kw)
+  return c
+
+
+def test_pixel_shuffle_round_trip():
+  x = jnp.arange(2 * 6 * 10 * 8, dtype=jnp.float32).reshape(2, 6, 10, 8)
+  up = gan.depth_to_space(x)
+  assert up.shape == (2, 12, 20, 2)
+  np.testing.assert_array_equal(gan.space_to_depth(up), x)
+  # Each output pixel block comes from one input pixel's channels.
+  np.testing.assert_array_equal(up[0, :2, :2, 0].ravel(), x[0, 0, 0, ::2])
+
+
+@pytest.mark.parametrize('norm,conditional', [('none', False), ('layer', True)])
+def test_generator_and_critic_shapes(norm, conditional):
+  g, d = gan.build(_cfg(g_norm=norm))
+  z = jax.random.normal(jax.random.PRNGKey(0), (3, 8))
+  cond = jnp.full((3,) + gan.IMAGE_SHAPE, 0.5) if conditional else None
+  gp = g.init(jax.random.PRNGKey(1), z, cond)['params']
+  images = g.apply({'params': gp}, z, cond)
+  assert images.shape == (3,) + gan.IMAGE_SHAPE and images.dtype == jnp.float32
+  assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0  # Sigmoid range.
+  dp = d.init(jax.random.PRNGKey(2), images, cond)['params']
+  scores = d.apply({'params': dp}, images, cond)
+  assert scores.shape == (3,)
+  # No batch statistics: a sample's output does not depend on its batch mates.
+  np.testing.assert_allclose(g.apply({'params': gp}, z[:1], None if cond is None else cond[:1]),
+                             images[:1], atol=1e-6)
+
+
+def test_uint8_conversions():
+  x = jnp.array([0.0, 0.5, 1.0, 1.2]).reshape(1, 1, 4, 1)
+  np.testing.assert_array_equal(gan.to_uint8(x).ravel(), [0, 128, 255, 255])
+  np.testing.assert_allclose(gan.to_model_images(x).ravel(), [0.0, 127.5, 255.0, 306.0])
+  np.testing.assert_allclose(gan.from_uint8(jnp.array([0, 255], jnp.uint8)), [0.0, 1.0])
+
+
+def test_bad_latent_and_norm():
+  g, _ = gan.build(_cfg())
+  with pytest.raises(ValueError, match='expects z'):
+    g.init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
+  g, _ = gan.build(_cfg(g_norm='batch'))
+  with pytest.raises(ValueError, match='norm'):
+    g.init(jax.random.PRNGKey(0), jnp.zeros((1, 8)))
