@@ -14,9 +14,13 @@ none) on the synthetic identities, self-contained:
    additive share of Δ_c over Z_2^k decoded as fixed-point: noise, independent of
    the data (any S-1 shares are uniform), of the same pytree structure.
 4. The WGAN-GP prior is trained on auxiliary people 100.. (not the federation).
-5. DualView attacks every client under both views; an identity classifier trained
-   on the clients' private data (held-out accuracy checked) counts re-identified
-   people; PSNR/SSIM, gaze error and gaze KL are reported; PNG plots are written.
+5. DualView attacks every client under both views, and once the output-model
+   change (the same for everyone: what any observer of the OM sees); an identity
+   classifier trained on the clients' private data (held-out accuracy checked)
+   counts re-identified people; PSNR/SSIM, gaze error and gaze KL are reported,
+   next to the gaze error and KL of guessing the population's gaze.
+6. With a workdir: ``summary.json``, ``reconstructions.png``, ``gaze.png`` and the
+   prior's orbax checkpoints (``prior/``; a rerun reuses them) are written there.
 
 The library functions here (`run_fedavg`, `coalition_share`, `validate`) are plain
 functions with arguments; nothing is parsed at import.
@@ -35,8 +39,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from privateyes_jax import metrics
 from privateyes_jax import progress as progress_lib
 from privateyes_jax import training
+from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.attacks import dualview
 from privateyes_jax.attacks import evaluation
 from privateyes_jax.attacks import gan_prior
@@ -44,8 +50,11 @@ from privateyes_jax.data import synthetic
 from privateyes_jax.models import gaze as gaze_models
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The validation run: data, GazeNet, FedAvg, prior, attack and classifier budgets."""
+def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
+  """The validation run: data, GazeNet, FedAvg, prior, attack and classifier budgets.
+
+  ``preset='tiny'`` shrinks everything for the smoke test.
+  """
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_people = 18  # Rendered people; the first `num_clients` form the federation.
@@ -62,7 +71,18 @@ def default_config() -> ml_collections.ConfigDict:
   c.prior = gan_prior.default_config('demo')
   c.attack = dualview.default_config('demo')
   c.classifier_steps = 300
+  c.classifier_features = (16, 32, 64)
   c.min_classifier_accuracy = evaluation.DEFAULT_MIN_ACCURACY
+  if preset == 'tiny':  # Seconds on a CPU, for the smoke test; proves wiring, not the attack.
+    c.num_people, c.num_clients, c.samples_per_person = 3, 2, 40
+    c.model.conv_features, c.model.hidden = (4, 8), 16
+    c.rounds, c.local_steps, c.batch_size = 1, 2, 8
+    c.prior = gan_prior.default_config('tiny')
+    c.attack = dualview.default_config('tiny')
+    c.attack.steps = 2
+    c.classifier_steps, c.classifier_features = 40, (8, 16)
+  elif preset != 'demo':
+    raise ValueError(f'Unknown validation preset {preset!r}; available: demo, tiny.')
   return c
 
 
@@ -184,7 +204,7 @@ def validate(config: ml_collections.ConfigDict | None = None, workdir: str | Non
   t = time.perf_counter()
   classifier = evaluation.train_evaluation_classifier(
       clients, steps=config.classifier_steps, seed=config.seed,
-      min_accuracy=config.min_classifier_accuracy)
+      features=tuple(config.classifier_features), min_accuracy=config.min_classifier_accuracy)
   timings['classifier_s'] = time.perf_counter() - t
   logging.info('Evaluation classifier: held-out accuracy %.3f', classifier.accuracy)
 
@@ -211,33 +231,54 @@ def validate(config: ml_collections.ConfigDict | None = None, workdir: str | Non
   timings['attacks_s'] = time.perf_counter() - t
   timings['attack_mean_s'] = timings['attacks_s'] / (2 * len(clients) + 1)
 
+  t = time.perf_counter()
   per_person = {name: evaluation.evaluate_people(r, clients, classifier,
                                                  min_accuracy=config.min_classifier_accuracy)
                 for name, r in results.items()}
   summaries = {name: evaluation.summarize(rows) for name, rows in per_person.items()}
+  timings['evaluation_s'] = time.perf_counter() - t
+  # Reference for view 2: an adversary who learnt nothing guesses the population's gaze.
+  population = np.concatenate([p.labels for p in clients])
+  subsample = population[np.linspace(0, len(population) - 1, 32 * len(clients)).astype(int)]
+  reference = {
+      'gaze_error_deg': float(np.mean([metrics.recovered_gaze_error_deg(population, p.labels)
+                                       for p in clients])),
+      'gaze_kl': float(np.mean([metrics.gaze_kde_kl(p.labels, subsample) for p in clients]))}
+  timings['total_s'] = time.perf_counter() - t_all
+  out = {'summaries': summaries, 'per_person': per_person, 'timings': timings,
+         'population_gaze_reference': reference, 'classifier_accuracy': classifier.accuracy,
+         'fl_gaze_error_deg': gaze_error}
   if workdir:
     os.makedirs(workdir, exist_ok=True)
+    workdir_lib.write_json(os.path.join(workdir, 'summary.json'), out)
     evaluation.plot_reconstructions(
         os.path.join(workdir, 'reconstructions.png'), clients,
         {name: [r['images'] for r in results[name]] for name in THREAT_MODELS[:2]})
     evaluation.plot_gaze(os.path.join(workdir, 'gaze.png'), clients,
                          {name: [r['gaze'] for r in results[name]] for name in THREAT_MODELS[:2]})
-  timings['total_s'] = time.perf_counter() - t_all
-  return {'summaries': summaries, 'per_person': per_person, 'timings': timings,
-          'classifier_accuracy': classifier.accuracy, 'fl_gaze_error_deg': gaze_error}
+  return out
 
 
 def main(workdir: str | None = None, config: ml_collections.ConfigDict | None = None) -> dict:
   """Runs `validate` and prints the table and timings."""
   out = validate(config, workdir)
   t = out['timings']
-  print('\nDualView validation on synthetic identities (15 clients, last FedAvg round)')
+  n = len(next(iter(out['per_person'].values())))
+  print(f'\nDualView validation on synthetic identities ({n} clients, last FedAvg round)')
   print(f'FedAvg clients\' gaze error {out["fl_gaze_error_deg"]:.2f} deg; evaluation classifier '
         f'held-out accuracy {out["classifier_accuracy"]:.3f}')
   print(format_table(out['summaries']))
+  ref = out['population_gaze_reference']
+  print(f'Reference (no leakage: guess the population\'s gaze): gaze err {ref["gaze_error_deg"]:.2f} '
+        f'deg, gaze KL {ref["gaze_kl"]:.2f}')
+  for name, rows in out['per_person'].items():
+    missed = [f'{r["person"]}->{r["predicted"]}' for r in rows if not r['reidentified']]
+    hits = [r['person'] for r in rows if r['reidentified']]
+    print(f'  {name}: re-identified {hits or "none"}; not: {missed or "none"}')
   print(f'Timings: FedAvg {t["fedavg_s"]:.1f} s, prior {t["prior_s"]:.1f} s, classifier '
         f'{t["classifier_s"]:.1f} s, attacks {t["attacks_s"]:.1f} s '
-        f'({t["attack_mean_s"]:.2f} s each), total {t["total_s"]:.1f} s')
+        f'({t["attack_mean_s"]:.2f} s each), evaluation {t["evaluation_s"]:.1f} s, total '
+        f'{t["total_s"]:.1f} s')
   if workdir:
     print(f'Plots: {os.path.join(workdir, "reconstructions.png")}, {os.path.join(workdir, "gaze.png")}')
   return out

@@ -44,6 +44,12 @@ def prior():
   return gan_prior.train_prior(config, dataset=synthetic.make_dataset(3, 8, first_person=100))
 
 
+@pytest.fixture(scope='module')
+def inversion(fl_round, prior):
+  """The tiny inversion, compiled once for the module (it depends on no per-person data)."""
+  return dualview.make_inversion(prior, fl_round[0].apply, dualview.default_config('tiny'))
+
+
 def test_simulated_update_is_the_clients_l1_step(fl_round):
   model, params, _, people = fl_round
   p = people[0]
@@ -89,10 +95,9 @@ def test_cosine_distance():
   assert float(dualview.cosine_distance(a, jax.tree.map(jnp.negative, a))) == pytest.approx(2.0)
 
 
-def test_attack_on_individual_update_beats_coalition_noise(fl_round, prior):
+def test_attack_on_individual_update_beats_coalition_noise(fl_round, prior, inversion):
   model, params, deltas, people = fl_round
   config = dualview.default_config('tiny')
-  inversion = dualview.make_inversion(prior, model.apply, config)
   real_match, noise_match = [], []
   for c, delta in enumerate(deltas):
     key = jax.random.PRNGKey(c)
@@ -123,12 +128,10 @@ def test_attack_on_individual_update_beats_coalition_noise(fl_round, prior):
   assert np.mean(real_match) < 0.75 and min(noise_match) > 0.9, (real_match, noise_match)
 
 
-def test_output_model_fallback_gaze_sources_and_errors(fl_round, prior):
+def test_output_model_fallback_gaze_sources_and_errors(fl_round, prior, inversion):
   model, params, deltas, _ = fl_round
   config = dualview.default_config('tiny')
-  config.steps = 1
-  config.keep_restarts = 2
-  inversion = dualview.make_inversion(prior, model.apply, config)  # Compiled once, reused.
+  config.keep_restarts = 2  # Read by attack_person; the inversion is the module's.
   attack = lambda observed, **kw: dualview.attack_person(
       jax.random.PRNGKey(0), prior, model.apply, params, observed, LOCAL, config,
       inversion=inversion, **kw)
@@ -176,3 +179,15 @@ def test_coalition_share_is_uniform_and_data_independent():
   assert len(np.unique(w)) > 200  # Close to all 256 values of the ring.
   with pytest.raises(ValueError, match='ring_bits'):
     validate_demo.coalition_share(key, update, ring_bits=40)
+
+
+def test_validate_demo_smoke(tmp_path):
+  out = validate_demo.validate(validate_demo.default_config('tiny'), str(tmp_path))
+  assert set(out['summaries']) == set(validate_demo.THREAT_MODELS)
+  for summary in out['summaries'].values():
+    assert summary['num_people'] == 2 and 0 <= summary['reidentified'] <= 2
+  for name in ('summary.json', 'reconstructions.png', 'gaze.png'):
+    assert (tmp_path / name).stat().st_size > 0
+  assert (tmp_path / 'prior').is_dir()  # Orbax checkpoints of the prior.
+  table = validate_demo.format_table(out['summaries'])
+  assert 'plain FL (IU)' in table and 'PrivatEyes (share)' in table
