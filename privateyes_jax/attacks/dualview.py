@@ -109,7 +109,7 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
       images; scale-free) or ``'local_model'`` (predictions of θ + Δ, meaningful
       only when Δ is a real individual update at its true scale). On the demo
       (15 synthetic people): mean-gaze error 5.4° for 'global_model', 6.9° for
-      'labels', 7.8° for 'local_model', 8.4° for the population mean.
+      'labels', 7.6° for 'local_model', 8.4° for the population mean.
   """
   c = ml_collections.ConfigDict()
   c.restarts = 4
@@ -268,7 +268,10 @@ def make_inversion(prior: gan_prior.Prior, apply_fn: Callable, attack_config,
   ``match [R]`` (the update cosine-distance term), ``feature [R]`` and ``prior [R]``.
 
   Building it once per (prior, model, config) and calling it per person avoids
-  recompiling for every target.
+  recompiling for every target. ``local_optimizer`` (the clients' optimizer name)
+  is checked only: SGD, momentum and Adam updates are all matched by direction
+  (module docstring). The feature estimate is exact for SGD and momentum (their
+  updates are linear in the per-sample gradients) and approximate for Adam.
   """
   cfg = attack_config
   if local_optimizer not in ('sgd', 'momentum', 'adam'):
@@ -303,9 +306,9 @@ def make_inversion(prior: gan_prior.Prior, apply_fn: Callable, attack_config,
     def one(z_r, y_r, hp_r):
       x = generate(z_r, cond)
       u, feats = simulated_update(apply_fn, params, gan_models.to_model_images(x), hp_r, y_r,
-                                  layers, cfg.huber_delta, feature_layer or '')
+                                  layers, cfg.huber_delta, feature_layer)
       match = cosine_distance(u, targets['update'])
-      if feature_layer:
+      if feature_layer:  # Cosine: the scale of φ̄ depends on η, T and the batch size.
         if cfg.feature_match == 'each':
           feature_term = jnp.mean(jax.vmap(lambda f: cosine_distance(f, targets['features']))(feats))
         else:
@@ -329,6 +332,13 @@ def make_inversion(prior: gan_prior.Prior, apply_fn: Callable, attack_config,
                      else optax.set_to_zero())},
       {'z': 'z', 'labels': 'labels', 'head_pose': 'head_pose'})
 
+  def constrain(z):
+    if cfg.latent_constraint == 'sphere':
+      return z * jnp.sqrt(zdim) / jnp.linalg.norm(z, axis=-1, keepdims=True)
+    if cfg.latent_constraint == 'clip':
+      return jnp.clip(z, -3.0, 3.0)
+    return z
+
   @jax.jit
   def init(key, params, cond):
     kz, ky = jax.random.split(key)
@@ -340,13 +350,6 @@ def make_inversion(prior: gan_prior.Prior, apply_fn: Callable, attack_config,
     labels = pred + cfg.label_init_std * jax.random.normal(ky, pred.shape)
     variables = {'z': z, 'labels': labels, 'head_pose': head_pose}
     return variables, tx.init(variables)
-
-  def constrain(z):
-    if cfg.latent_constraint == 'sphere':
-      return z * jnp.sqrt(zdim) / jnp.linalg.norm(z, axis=-1, keepdims=True)
-    if cfg.latent_constraint == 'clip':
-      return jnp.clip(z, -3.0, 3.0)
-    return z
 
   @jax.jit
   def step(variables, opt_state, params, targets, cond):
@@ -460,8 +463,11 @@ def attack_person(key: jax.Array, prior: gan_prior.Prior, target_apply_fn: Calla
     inversion = make_inversion(prior, target_apply_fn, attack_config, optimizer)
   result = inversion(key, global_params, model_change, cond)
   order = np.argsort(np.asarray(result['loss']), kind='stable')
-  flat = lambda a, n: jnp.reshape(a[order[:n]], (-1,) + a.shape[2:])
   keep, gaze_keep = attack_config.keep_restarts, attack_config.gaze_restarts
+  if not (1 <= keep <= len(order) and 1 <= gaze_keep <= len(order)):
+    raise ValueError(f'keep_restarts={keep} and gaze_restarts={gaze_keep} must be in '
+                     f'[1, {len(order)}] (the inversion\'s restarts).')
+  flat = lambda a, n: jnp.reshape(a[order[:n]], (-1,) + a.shape[2:])
   gaze = recover_gaze(target_apply_fn, global_params, model_change,
                       flat(result['images01'], gaze_keep), flat(result['labels'], gaze_keep),
                       flat(result['head_pose'], gaze_keep), attack_config.gaze_source)

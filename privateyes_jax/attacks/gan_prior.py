@@ -19,6 +19,7 @@ on the device from ``fold_in(seed, step)``, so a run resumed from an orbax check
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ from absl import logging
 from flax.training import train_state
 
 from privateyes_jax import progress as progress_lib
+from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.data import base
 from privateyes_jax.models import gan as gan_models
 
@@ -272,6 +274,33 @@ def aux_dataset(config) -> base.GazeDataset:
                                 seed=config.aux_seed, first_person=config.aux_first_person)
 
 
+# Config fields that may change between a run and its resumption.
+_RESUMABLE_FIELDS = ('steps', 'log_every', 'checkpoint_every')
+CONFIG_FILE = 'prior_config.json'
+
+
+def _check_same_prior(directory: str, config, dataset: base.GazeDataset) -> None:
+  """Records the prior's config (and data) in ``directory``, or refuses a different one.
+
+  Checked before any restore, so a checkpoint of another prior is never half-read.
+  """
+  current = {k: v for k, v in workdir_lib.config_to_dict(config).items()
+             if k not in _RESUMABLE_FIELDS}
+  current['aux_people_names'] = list(dataset.person_names)
+  path = os.path.join(directory, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)
+    differences = sorted(k for k in set(recorded) | set(current)
+                         if recorded.get(k) != current.get(k))
+    if differences:
+      raise ValueError(f'{directory} holds a prior trained with a different config or data '
+                       f'(fields {differences}); use another directory or delete it.')
+  else:
+    os.makedirs(directory, exist_ok=True)
+    workdir_lib.write_json(path, current)
+
+
 def _checkpoint_manager(directory: str, keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(os.path.abspath(directory),
                                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -305,7 +334,8 @@ def train_prior(config, checkpoint_dir: str | None = None,
       dataset that contains one is refused.
 
   Raises:
-    ValueError: the dataset overlaps ``excluded_people`` or the config is invalid.
+    ValueError: the dataset overlaps ``excluded_people``, the config is invalid, or
+      ``checkpoint_dir`` holds a prior of another config or dataset.
     FloatingPointError: a loss became NaN or infinite.
   """
   if config.steps < 1 or config.n_critic < 1 or config.batch_size < 1:
@@ -321,12 +351,23 @@ def train_prior(config, checkpoint_dir: str | None = None,
   real_images = jnp.asarray(np.concatenate([p.images for p in dataset.people]))
   root = jax.random.PRNGKey(config.seed)
   state, generator, critic = init_state(config, jax.random.fold_in(root, 0))
+  if checkpoint_dir:
+    _check_same_prior(checkpoint_dir, config, dataset)
   manager = _checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
   try:
     if manager is not None and manager.latest_step() is not None:
       latest = manager.latest_step()
-      restored = manager.restore(latest, args=ocp.args.StandardRestore(_pure(state)))
+      try:
+        restored = manager.restore(latest, args=ocp.args.StandardRestore(_pure(state)))
+      except Exception as e:  # Orbax raises many types for unreadable or mismatched data.
+        raise ValueError(
+            f'The prior checkpoint at step {latest} in {checkpoint_dir} could not be restored '
+            f'({type(e).__name__}: {str(e)[:300]}); it may be corrupt. Delete that step '
+            'directory to resume from an earlier one.') from e
       state = _with(state, restored)
+      if latest > config.steps:
+        logging.warning('GAN prior: the checkpoint in %s is at step %d, past config.steps=%d; '
+                        'using it as it is.', checkpoint_dir, latest, config.steps)
       logging.info('GAN prior: resumed from step %d in %s', latest, checkpoint_dir)
     step_fn = _compiled(_step_key(config))[3]
     start = int(state.step)

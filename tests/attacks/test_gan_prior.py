@@ -73,6 +73,10 @@ def test_train_prior_deterministic_and_resumes(tmp_path, aux):
   # Batches and latents are functions of (seed, step): resuming repeats the same run.
   jax.tree.map(np.testing.assert_array_equal, resumed.gen_params, a.gen_params)
   jax.tree.map(np.testing.assert_array_equal, resumed.critic_params, a.critic_params)
+  other = gan_prior.default_config('tiny')
+  other.g_features = (6, 4)  # Another architecture cannot resume this checkpoint.
+  with pytest.raises(ValueError, match=r'different config.*g_features'):
+    gan_prior.train_prior(other, str(tmp_path / 'ckpt'), dataset=aux)
   samples = gan_prior.sample_images(resumed, jax.random.PRNGKey(0), 5)
   assert samples.shape == (5, 36, 60, 1) and samples.dtype == np.uint8
 
