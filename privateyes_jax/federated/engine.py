@@ -147,6 +147,11 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       jnp.add, stacked, jax.vmap(unravel)(deltas)))
   predict = training.predict_fn(model.apply)
 
+  def evaluate() -> dict[str, float]:
+    if local_only:
+      return evaluate_stacked(predict, state['client_params'], test_people.people, label_kind)
+    return training.evaluate_people(predict, state['params'], test_people.people, label_kind)
+
   rounds = fl.rounds
   progress = progress_lib.Progress(method_label(config), rounds, start=start_round,
                                    unit='round')
@@ -194,19 +199,15 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     if not np.isfinite(train_loss):
       raise RoundRejected(f'Round {r + 1}: local training loss is {train_loss}; round rejected.')
     done = r + 1
-    if done % fl.eval_every == 0 or done == rounds:
-      if local_only:
-        errors = evaluate_stacked(predict, state['client_params'], test_people.people,
-                                  label_kind)
-      else:
-        errors = training.evaluate_people(predict, state['params'], test_people.people,
-                                          label_kind)
+    evaluated = done % fl.eval_every == 0 or done == rounds
+    if evaluated:
+      errors = evaluate()
     now = time.perf_counter()
     elapsed += now - t_round
     row = {'round': done, 'train_loss': train_loss, 'clients': int(len(client_ids)),
            'upload_bytes_per_client': int(upload_bytes), 'round_seconds': now - t_round,
            'seconds': elapsed, **stats}
-    if errors is not None and (done % fl.eval_every == 0 or done == rounds):
+    if evaluated:
       row.update(test_error=float(np.mean(list(errors.values()))), per_person_error=errors)
     state.update(round=np.asarray(done, np.int64), elapsed_s=np.asarray(elapsed, np.float64))
     workdir.append_metrics(row)
@@ -218,11 +219,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       return {'halted_at_step': done}
 
   if errors is None:  # Resumed from the final checkpoint: evaluate it again.
-    if local_only:
-      errors = evaluate_stacked(predict, state['client_params'], test_people.people,
-                                label_kind)
-    else:
-      errors = training.evaluate_people(predict, state['params'], test_people.people, label_kind)
+    errors = evaluate()
   rows = workdir.read_metrics()
   return {
       'steps': rounds * fl.local_steps, 'rounds': rounds, 'per_person_error': errors,

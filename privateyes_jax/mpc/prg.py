@@ -71,40 +71,32 @@ def _rotl(x, r: int, width: int):
   return (x << dtype(r)) | (x >> dtype(width - r))
 
 
-def threefry2x64(key0, key1, x0, x1, rounds: int = 20):
-  """Random123 Threefry-2x64 block function on uint64 arrays (broadcasting)."""
-  u = jnp.uint64
+def _threefry2(dtype, parity: int, rotations, width: int, key0, key1, x0, x1, rounds: int):
+  """Random123's Threefry-2xW block function; W = ``width`` bits of ``dtype`` words."""
+  u = dtype
   key0, key1 = jnp.asarray(key0, u), jnp.asarray(key1, u)
   x0, x1 = jnp.asarray(x0, u), jnp.asarray(x1, u)
-  ks = (key0, key1, key0 ^ key1 ^ u(_PARITY64))
+  ks = (key0, key1, key0 ^ key1 ^ u(parity))
   x0 = x0 + ks[0]
   x1 = x1 + ks[1]
   for r in range(rounds):
     x0 = x0 + x1
-    x1 = _rotl(x1, _ROT64[r % 8], 64) ^ x0
-    if r % 4 == 3:
+    x1 = _rotl(x1, rotations[r % 8], width) ^ x0
+    if r % 4 == 3:  # Key injection every 4 rounds.
       s = (r + 1) // 4
       x0 = x0 + ks[s % 3]
       x1 = x1 + ks[(s + 1) % 3] + u(s)
   return x0, x1
+
+
+def threefry2x64(key0, key1, x0, x1, rounds: int = 20):
+  """Random123 Threefry-2x64 block function on uint64 arrays (broadcasting)."""
+  return _threefry2(jnp.uint64, _PARITY64, _ROT64, 64, key0, key1, x0, x1, rounds)
 
 
 def threefry2x32(key0, key1, x0, x1, rounds: int = 20):
   """Random123 Threefry-2x32 block function on uint32 arrays (JAX's PRNG core)."""
-  u = jnp.uint32
-  key0, key1 = jnp.asarray(key0, u), jnp.asarray(key1, u)
-  x0, x1 = jnp.asarray(x0, u), jnp.asarray(x1, u)
-  ks = (key0, key1, key0 ^ key1 ^ u(_PARITY32))
-  x0 = x0 + ks[0]
-  x1 = x1 + ks[1]
-  for r in range(rounds):
-    x0 = x0 + x1
-    x1 = _rotl(x1, _ROT32[r % 8], 32) ^ x0
-    if r % 4 == 3:
-      s = (r + 1) // 4
-      x0 = x0 + ks[s % 3]
-      x1 = x1 + ks[(s + 1) % 3] + u(s)
-  return x0, x1
+  return _threefry2(jnp.uint32, _PARITY32, _ROT32, 32, key0, key1, x0, x1, rounds)
 
 
 def _key32(k0, k1):
