@@ -1,9 +1,12 @@
-r"""The demo job behind ``./run.sh``: every method on the synthetic identities, one table.
+r"""The demo job behind ``./run.sh``: every method on the synthetic identities, then DualView.
 
   python -m experiments.demo --workdir=runs/demo
 
 Each method trains into its own sub-workdir (``runs/demo/<method>``), so re-running
-resumes or reuses finished runs. ``--overwrite`` starts everything afresh.
+resumes or reuses finished runs. ``--overwrite`` starts everything afresh. The
+DualView attack then reads what the FedAvg server and the PrivatEyes coalition saw
+in the last round (``runs/demo/attack``) and prints the privacy table; its budget is
+``experiments/configs/attack.py:demo`` (``--attack=false`` skips it).
 """
 
 import os
@@ -15,12 +18,16 @@ from absl import logging
 from experiments import common
 from experiments.configs import demo as demo_configs
 from privateyes_jax import runner
+from privateyes_jax.attacks import pipeline
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Where the demo runs are written.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start every demo run afresh.')
+_ATTACK = flags.DEFINE_bool('attack', True, 'Run DualView on the FedAvg and PrivatEyes runs.')
 
 # (run name, config argument of experiments/configs/demo.py) in the order they run.
 DEMO_RUNS = ('centralized', 'fedavg', 'privateyes', 'local')
+# The runs whose recorded last round DualView attacks.
+ATTACKED_RUNS = ('fedavg', 'privateyes')
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:
@@ -57,6 +64,16 @@ def main(argv):
   print()
   print('PrivatEyes-JAX demo: synthetic identities, held-out people')
   print(format_table(rows))
+  if _ATTACK.value:
+    attack_dir = os.path.join(_WORKDIR.value, 'attack')
+    logging.info('Demo: DualView on %s into %s', ', '.join(ATTACKED_RUNS), attack_dir)
+    out = pipeline.run_attack(pipeline.default_config('demo'),
+                              [os.path.join(_WORKDIR.value, n) for n in ATTACKED_RUNS],
+                              attack_dir, overwrite=_OVERWRITE.value)
+    print()
+    pipeline.print_summary(out)
+    print(f'Reconstructions and gaze plots: {os.path.abspath(attack_dir)}/'
+          '{reconstructions,gaze}.png')
   print(f'\nRuns, metrics and checkpoints are in {os.path.abspath(_WORKDIR.value)}/'
         f' (total {time.perf_counter() - t0:.0f} s).')
 

@@ -156,14 +156,25 @@ def recovered_gaze_error_deg(recovered, true) -> float:
   return float(angular_error_deg(mean_gaze(recovered), mean_gaze(true)))
 
 
-def reidentification(classifier_logits, true_ids) -> dict:
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+  logp = logits - logits.max(axis=-1, keepdims=True)
+  return logp - np.log(np.sum(np.exp(logp), axis=-1, keepdims=True))
+
+
+def reidentification(classifier_logits, true_ids, background_logits=None) -> dict:
   """Re-identification by an evaluation classifier from each person's reconstructions.
 
-  A person's K reconstructions vote by their mean log-probability per class.
+  A person's K reconstructions vote by their mean log-probability per class. With
+  ``background_logits`` (the classifier's logits of images that carry no identity,
+  e.g. random samples of the attack's GAN prior), each class's score is taken
+  relative to its mean log-probability on the background: a classifier trained on
+  real images maps off-distribution images to a few "attractor" classes, which
+  would otherwise be "re-identified" by chance whatever the attack learnt.
 
   Args:
     classifier_logits: ``[N_people, K, classes]`` logits of the reconstructions.
     true_ids: ``[N_people]`` the class of each attacked person.
+    background_logits: optional ``[B, classes]``.
 
   Returns:
     ``{'top1': int, 'top5': int, 'num_people': N, 'predicted': [N] int,
@@ -175,9 +186,13 @@ def reidentification(classifier_logits, true_ids) -> dict:
   if logits.ndim != 3 or len(true_ids) != logits.shape[0]:
     raise ValueError(f'Expected logits [N, K, classes] and true_ids [N]; got {logits.shape} '
                      f'and {true_ids.shape}.')
-  logp = logits - logits.max(axis=-1, keepdims=True)
-  logp = logp - np.log(np.sum(np.exp(logp), axis=-1, keepdims=True))
-  score = logp.mean(axis=1)  # [N, classes]
+  score = _log_softmax(logits).mean(axis=1)  # [N, classes]
+  if background_logits is not None:
+    background = np.asarray(background_logits, np.float64)
+    if background.ndim != 2 or background.shape[1] != logits.shape[-1]:
+      raise ValueError(f'background_logits must be [B, {logits.shape[-1]}], got '
+                       f'{background.shape}.')
+    score = score - _log_softmax(background).mean(axis=0)
   true_score = score[np.arange(len(true_ids)), true_ids]
   rank = np.sum(score > true_score[:, None], axis=-1)
   return {'top1': int(np.sum(rank == 0)), 'top5': int(np.sum(rank < 5)),

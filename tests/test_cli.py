@@ -28,3 +28,17 @@ def test_cli_runs_and_rejects_bad_flags(tmp_path):
   changed = _train(f'--workdir={wd}', '--config.train.steps=6', '--config.train.eval_every=2')
   assert changed.returncode == 1
   assert 'different config' in changed.stderr and 'Traceback' not in changed.stderr
+
+
+def test_attack_cli_explains_a_run_without_views(tmp_path):
+  wd = str(tmp_path / 'run')
+  ok = _train(f'--workdir={wd}', '--config.method=federated', '--config.fl.rounds=1')
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, '-m', 'experiments.attack',
+                        '--config=experiments/configs/attack.py:tiny', f'--run={wd}',
+                        f'--workdir={tmp_path / "attack"}'],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert 'no recorded views' in out.stderr and 'record_views=last' in out.stderr
+  assert 'Traceback' not in out.stderr

@@ -404,6 +404,40 @@ def recover_gaze(apply_fn: Callable, global_params: PyTree, model_change: PyTree
   return np.asarray(pred, np.float32)
 
 
+def gaze_distribution(points: np.ndarray, within_person_cov: np.ndarray, num_samples: int = 256,
+                      seed: int = 0) -> np.ndarray:
+  """View 2 as a distribution: samples of N(mean of the recovered gaze, Σ_within).
+
+  The reconstructions locate a person's gaze (their mean), but a few dozen points
+  from one round's inversion are a noisy picture of its shape. The adversary's
+  public auxiliary people show how gaze spreads around a person's mean, so the
+  estimate is a Gaussian at the recovered mean with their average within-person
+  covariance. The samples are re-centred so that their mean is exactly the
+  recovered mean (the gaze error is not changed by the sampling).
+
+  Args:
+    points: ``[M, 2]`` recovered gaze (pitch, yaw radians).
+    within_person_cov: ``[2, 2]`` mean within-person covariance of auxiliary people.
+    num_samples: samples to draw.
+    seed: sampling seed.
+  """
+  points = np.asarray(points, np.float64)
+  cov = np.asarray(within_person_cov, np.float64)
+  if points.ndim != 2 or points.shape[1] != 2 or cov.shape != (2, 2):
+    raise ValueError(f'Expected points [M, 2] and a [2, 2] covariance, got {points.shape} and '
+                     f'{cov.shape}.')
+  noise = np.random.default_rng(seed).multivariate_normal(np.zeros(2), cov, size=num_samples)
+  return (points.mean(axis=0) + noise - noise.mean(axis=0)).astype(np.float32)
+
+
+def within_person_covariance(people) -> np.ndarray:
+  """Mean over people of each person's gaze covariance ``[2, 2]`` (e.g. auxiliary people)."""
+  covs = [np.cov(np.asarray(p.labels, np.float64).T) for p in people if p.num_samples > 2]
+  if not covs:
+    raise ValueError('Need people with at least 3 gaze samples to estimate a gaze spread.')
+  return np.mean(covs, axis=0)
+
+
 def attack_person(key: jax.Array, prior: gan_prior.Prior, target_apply_fn: Callable,
                   global_params: PyTree, observed_update: PyTree | None,
                   local_training: dict, attack_config: ml_collections.ConfigDict, *,

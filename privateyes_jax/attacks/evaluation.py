@@ -118,7 +118,8 @@ def best_match_similarity(reconstructions: np.ndarray, real: np.ndarray) -> tupl
 
 def evaluate_people(attacks: Sequence[Mapping[str, np.ndarray]], people: Sequence[base.PersonData],
                     classifier: EvaluationClassifier, *, class_ids: Sequence[int] | None = None,
-                    num_real: int = 100, min_accuracy: float = DEFAULT_MIN_ACCURACY) -> list[dict]:
+                    num_real: int = 100, min_accuracy: float = DEFAULT_MIN_ACCURACY,
+                    background: np.ndarray | None = None) -> list[dict]:
   """Per-person DualView metrics for one threat model.
 
   Args:
@@ -129,6 +130,9 @@ def evaluate_people(attacks: Sequence[Mapping[str, np.ndarray]], people: Sequenc
     class_ids: each person's class in the classifier (default: position in
       ``classifier.person_names`` by name).
     num_real: real images per person (evenly spaced) for the best-match PSNR/SSIM.
+    background: uint8 images without identity (random samples of the attack's
+      prior); the classifier's scores are calibrated against them
+      (`metrics.reidentification`), so that chance stays chance.
 
   Returns:
     One dict per person: ``person``, ``reidentified`` (bool), ``top5`` (bool),
@@ -144,7 +148,9 @@ def evaluate_people(attacks: Sequence[Mapping[str, np.ndarray]], people: Sequenc
       raise ValueError(f'People {missing} are not classes of the evaluation classifier.')
     class_ids = [names.index(p.person) for p in people]
   logits = np.stack([classifier.logits(a['images']) for a in attacks])
-  reid = metrics.reidentification(logits, np.asarray(class_ids))
+  reid = metrics.reidentification(
+      logits, np.asarray(class_ids),
+      None if background is None else classifier.logits(np.asarray(background)))
   rows = []
   for i, (a, p) in enumerate(zip(attacks, people)):
     real = p.images[np.linspace(0, p.num_samples - 1, min(num_real, p.num_samples)).astype(int)]

@@ -73,3 +73,19 @@ def test_reidentification_counts():
   assert out['top5'] == 3
   with pytest.raises(ValueError, match='logits'):
     metrics.reidentification(logits[0], np.array([0, 1]))
+
+
+def test_reidentification_calibrated_against_background():
+  # The classifier favours class 3 on every off-distribution image (an "attractor").
+  # Person 3's identity-free reconstructions would be "re-identified" by that bias;
+  # against a background of the same bias they are not, while person 0's
+  # reconstructions, which lift class 0 above its background level, still are.
+  attractor = np.array([0.0, 0.0, 0.0, 3.0])
+  logits = np.stack([np.stack([attractor + [2.0, 0, 0, 0]] * 2), np.stack([attractor] * 2)])
+  plain = metrics.reidentification(logits, np.array([0, 3]))
+  assert plain['rank'][1] == 0  # Chance hit through the attractor.
+  background = np.stack([attractor, attractor + [0.0, 0.1, 0.0, 0.0]])
+  calibrated = metrics.reidentification(logits, np.array([0, 3]), background)
+  assert calibrated['rank'][0] == 0 and calibrated['rank'][1] > 0
+  with pytest.raises(ValueError, match='background_logits'):
+    metrics.reidentification(logits, np.array([0, 3]), background[:, :3])
