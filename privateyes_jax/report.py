@@ -1,0 +1,353 @@
+"""The paper's tables and figures from a set of workdirs: one Markdown report with PNGs.
+
+``build_report(paths, out_dir)`` finds every finished training run (a directory
+with ``config.json`` and ``summary.json``) and every DualView attack (a
+``summary.json`` with ``threat_models``, from `attacks.pipeline`) under ``paths``
+and writes ``out_dir/report.md`` with
+
+* **Accuracy**: held-out error per method × dataset (mean over held-out people),
+  the mean-predictor baseline, and per-person errors per dataset;
+* **Cost**: per federated run, seconds per round, bytes each client uploads and
+  each server sends per round, interaction rounds, PrivatEyes vs plain FL round
+  time on the same dataset, and the ESTIMATED cost of training entirely inside
+  MPC (generic MPC) and of the PrivatEyes offline phase (`mpc.costs`);
+* **Privacy**: DualView per threat model (re-identified, top-5, PSNR, SSIM, gaze
+  error, gaze KL) with the no-leakage reference;
+* **Figures** (``out_dir/figures/``): held-out error versus round per dataset,
+  and each attack's reconstruction grid and gaze-distribution plot.
+
+Runs are grouped by dataset. Within a dataset every run must have been evaluated
+on the same held-out people, otherwise their errors are not comparable and the
+report is refused (`ReportError` names the runs and the people that differ).
+Unfinished runs (no ``summary.json`` yet) are listed, not tabulated.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from privateyes_jax import workdir as workdir_lib
+
+FIGURES_DIR = 'figures'
+REPORT_FILE = 'report.md'
+# Method order in tables; others follow alphabetically.
+METHOD_ORDER = ('centralized', 'fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'privateyes',
+                'privateyes_semi_honest', 'local')
+_MAX_DEPTH = 4
+
+
+class ReportError(ValueError):
+  """The runs cannot be reported together; the message says which and why."""
+
+
+@dataclasses.dataclass
+class Run:
+  """A finished training run: its directory, config, summary and metrics rows."""
+  path: str
+  name: str
+  config: dict
+  summary: dict
+  metrics: list[dict]
+
+  @property
+  def method(self) -> str:
+    return self.summary.get('method', self.config.get('method', '?'))
+
+  @property
+  def dataset(self) -> str:
+    return self.summary.get('dataset', self.config.get('data', {}).get('name', '?'))
+
+  @property
+  def test_people(self) -> tuple[str, ...]:
+    if self.summary.get('protocol') == 'loo':
+      return tuple(sorted(self.summary.get('per_person_error', {})))
+    return tuple(self.summary.get('test_people') or sorted(self.summary.get('per_person_error', {})))
+
+
+@dataclasses.dataclass
+class Attack:
+  path: str
+  name: str
+  summary: dict
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ReportError(f'{path} is unreadable ({e}).') from e
+
+
+def _read_metrics(path: str) -> list[dict]:
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          break  # A line cut by a run that is still writing.
+  return rows
+
+
+def discover(paths: Sequence[str]) -> tuple[list[Run], list[Attack], list[str]]:
+  """Finished runs, attacks and unfinished run directories under ``paths``.
+
+  A path may be a run, an attack directory, or a directory holding them (searched
+  up to a few levels deep; a run's own subdirectories, e.g. leave-one-out folds,
+  are not searched again).
+
+  Raises:
+    ReportError: a path does not exist or holds no run and no attack.
+  """
+  runs, attacks, unfinished = [], [], []
+
+  def visit(path: str, name: str, depth: int) -> None:
+    summary_path = os.path.join(path, workdir_lib.SUMMARY_FILE)
+    config_path = os.path.join(path, workdir_lib.CONFIG_FILE)
+    if os.path.exists(summary_path):
+      summary = _read_json(summary_path)
+      if 'threat_models' in summary:
+        attacks.append(Attack(path, name, summary))
+        return
+      if os.path.exists(config_path) and 'test_error' in summary:
+        runs.append(Run(path, name, _read_json(config_path), summary,
+                        _read_metrics(os.path.join(path, workdir_lib.METRICS_FILE))))
+        return
+    if os.path.exists(config_path) and os.path.exists(os.path.join(path, workdir_lib.METRICS_FILE)):
+      unfinished.append(path)
+      return
+    if depth >= _MAX_DEPTH:
+      return
+    for child in sorted(os.listdir(path)):
+      full = os.path.join(path, child)
+      if os.path.isdir(full) and not child.startswith('.') and child != workdir_lib.CHECKPOINT_DIR:
+        visit(full, f'{name}/{child}' if name else child, depth + 1)
+
+  for p in paths:
+    if not os.path.isdir(p):
+      raise ReportError(f'{p!r} is not a directory; pass run workdirs or directories of runs.')
+    before = (len(runs), len(attacks), len(unfinished))
+    visit(p, os.path.basename(os.path.normpath(p)), 0)
+    if (len(runs), len(attacks), len(unfinished)) == before:
+      raise ReportError(f'{p!r} holds no training run (config.json + summary.json) and no '
+                        'DualView attack (summary.json with threat_models).')
+  return runs, attacks, unfinished
+
+
+def check_compatible(runs: Sequence[Run]) -> dict[str, list[Run]]:
+  """Runs grouped by dataset; refuses groups evaluated on different people.
+
+  Raises:
+    ReportError: naming the dataset, the runs and the held-out people that differ.
+  """
+  groups: dict[str, list[Run]] = collections.defaultdict(list)
+  for r in runs:
+    groups[r.dataset].append(r)
+  for dataset, group in groups.items():
+    reference = group[0]
+    for r in group[1:]:
+      if r.test_people != reference.test_people:
+        raise ReportError(
+            f'Runs of dataset {dataset!r} were evaluated on different held-out people, so '
+            f'their errors are not comparable: {reference.path} on {list(reference.test_people)} '
+            f'vs {r.path} on {list(r.test_people)}. Report them separately.')
+      if r.summary.get('label_kind') != reference.summary.get('label_kind'):
+        raise ReportError(f'Runs of dataset {dataset!r} have different label kinds '
+                          f'({reference.path}: {reference.summary.get("label_kind")}, '
+                          f'{r.path}: {r.summary.get("label_kind")}).')
+  return dict(groups)
+
+
+def _method_key(method: str):
+  base = method.split('+')[0]
+  return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def _fmt(value, spec: str = '.2f', missing: str = '–') -> str:
+  if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    return missing
+  return format(value, spec)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------- sections
+def accuracy_section(groups: dict[str, list[Run]]) -> str:
+  """Methods × datasets (mean held-out error), the baseline, and per-person tables."""
+  datasets = sorted(groups)
+  by = {(d, r.method): r for d in datasets for r in groups[d]}
+  methods = sorted({m for _, m in by}, key=_method_key)
+  units = {d: groups[d][0].summary.get('error_unit', '') for d in datasets}
+  header = ['method'] + [f'{d} ({units[d]})' for d in datasets]
+  rows = [[m] + [_fmt(by[(d, m)].summary['test_error']) if (d, m) in by else '–'
+                 for d in datasets] for m in methods]
+  rows.append(['mean predictor (baseline)'] + [
+      _fmt(np.mean([r.summary['baseline_mean_predictor_error'] for r in groups[d]]))
+      for d in datasets])
+  out = ['## Accuracy', '',
+         'Held-out error (mean over held-out people; angular error in degrees for gaze).', '',
+         _table(header, rows)]
+  for d in datasets:
+    group = sorted(groups[d], key=lambda r: _method_key(r.method))
+    people = list(group[0].test_people)
+    out += ['', f'Per person, {d}:', '',
+            _table(['person'] + [r.method for r in group],
+                   [[p] + [_fmt(r.summary['per_person_error'].get(p)) for r in group]
+                    for p in people])]
+  return '\n'.join(out)
+
+
+def cost_section(groups: dict[str, list[Run]]) -> str:
+  """Time and bytes per round of every federated run; PrivatEyes vs plain FL; estimates."""
+  rows = []
+  for d in sorted(groups):
+    fl = [r for r in groups[d] if r.summary.get('rounds') and r.method != 'local']
+    plain = {r.method: r for r in fl if r.summary.get('aggregator') == 'mean'}
+    for r in sorted(fl, key=lambda r: _method_key(r.method)):
+      s, mpc = r.summary, r.summary.get('mpc') or {}
+      reference = plain.get(s.get('server_optimizer', 'fedavg'))
+      ratio = (s['mean_round_seconds'] / reference.summary['mean_round_seconds']
+               if reference and s.get('mean_round_seconds') else None)
+      upload = s.get('upload_bytes_per_client')
+      rows.append([
+          d, r.method, s.get('rounds'), _fmt(s.get('mean_round_seconds'), '.3f'),
+          _fmt(ratio, '.2f') + ('×' if ratio else ''),
+          _fmt(upload / 2**20 if upload else None, '.2f'),
+          _fmt(mpc['server_send_bytes'] / 2**20 if 'server_send_bytes' in mpc else None, '.1f'),
+          _fmt(mpc.get('interaction_rounds'), '.0f'),
+          _fmt(mpc['offline_estimate_s'] / 3600 if 'offline_estimate_s' in mpc else None, '.2f'),
+          _fmt(mpc['generic_mpc_estimate_s'] / 3600 if 'generic_mpc_estimate_s' in mpc else None,
+               '.1f'),
+      ])
+  if not rows:
+    return '## Cost\n\nNo federated runs.'
+  header = ['dataset', 'method', 'rounds', 's/round', 'vs plain FL', 'upload/client (MiB)',
+            'server send/round (MiB)', 'interaction rounds', 'offline phase (h, ESTIMATE)',
+            'generic MPC training (h, ESTIMATE)']
+  return '\n'.join([
+      '## Cost', '',
+      'Measured per round on the machine that ran each workdir; "vs plain FL" divides by the '
+      'plain-FL run with the same server optimizer on the same dataset. The offline-phase and '
+      'generic-MPC columns are ESTIMATES from published SPDZ2k throughput '
+      '(privateyes_jax/mpc/costs.py, docs/MPC.md), not measurements: training the whole model '
+      'inside MPC on the same samples, a lower bound.', '',
+      _table(header, rows)])
+
+
+def privacy_section(attacks: Sequence[Attack], figures: dict[str, list[str]]) -> str:
+  """DualView per threat model, per attack directory."""
+  if not attacks:
+    return '## Privacy\n\nNo DualView attack found (run `python -m experiments.attack`).'
+  out = ['## Privacy (DualView)', '']
+  for a in attacks:
+    s = a.summary
+    rows = [[name, f'{t["reidentified"]}/{t["num_people"]}', f'{t["top5"]}/{t["num_people"]}',
+             _fmt(t['psnr']), _fmt(t['ssim'], '.3f'), _fmt(t['gaze_error_deg']),
+             _fmt(t['gaze_kl'])] for name, t in s['threat_models'].items()]
+    ref = s.get('population_gaze_reference') or {}
+    rows.append(['no leakage (guess the population)', '', '', '', '',
+                 _fmt(ref.get('gaze_error_deg')), _fmt(ref.get('gaze_kl'))])
+    out += [f'`{a.name}` (evaluation classifier held-out accuracy '
+            f'{_fmt(s.get("classifier_accuracy"), ".3f")}):', '',
+            _table(['threat model', 're-identified', 'top-5', 'PSNR', 'SSIM', 'gaze err (deg)',
+                    'gaze KL'], rows), '']
+    for fig in figures.get(a.name, []):
+      out.append(f'![{a.name}: {os.path.basename(fig)}]({fig})')
+    out.append('')
+  return '\n'.join(out)
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def plot_error_curves(path: str, dataset: str, runs: Sequence[Run]) -> None:
+  """Held-out error versus round (federated runs) with centralized runs' final errors as lines."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 3.5))
+  for r in sorted(runs, key=lambda r: _method_key(r.method)):
+    points = [(row['round'], row['test_error']) for row in r.metrics
+              if 'round' in row and 'test_error' in row]
+    if points:
+      x, y = zip(*points)
+      ax.plot(x, y, marker='o', markersize=3, label=r.method)
+    elif r.method == 'centralized':
+      ax.axhline(r.summary['test_error'], linestyle='--', color='gray', label='centralized')
+  ax.axhline(np.mean([r.summary['baseline_mean_predictor_error'] for r in runs]), linestyle=':',
+             color='black', label='mean predictor')
+  ax.set_xlabel('round')
+  ax.set_ylabel(f'held-out error ({runs[0].summary.get("error_unit", "")})')
+  ax.set_title(dataset)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def build_report(paths: Sequence[str], out_dir: str) -> str:
+  """Writes ``out_dir/report.md`` (and ``out_dir/figures/``) from the runs under ``paths``.
+
+  Returns:
+    The report's path.
+
+  Raises:
+    ReportError: no runs, unreadable files, or runs of a dataset evaluated on
+      different people.
+  """
+  runs, attacks, unfinished = discover(paths)
+  if not runs and not attacks:
+    raise ReportError(f'No finished run or attack under {list(paths)}.')
+  groups = check_compatible(runs)
+  fig_dir = os.path.join(out_dir, FIGURES_DIR)
+  os.makedirs(fig_dir, exist_ok=True)
+  curves = []
+  for d, group in sorted(groups.items()):
+    name = f'error_vs_round_{_slug(d)}.png'
+    plot_error_curves(os.path.join(fig_dir, name), d, group)
+    curves.append(f'{FIGURES_DIR}/{name}')
+  attack_figures = {}
+  for a in attacks:
+    attack_figures[a.name] = []
+    for png in ('reconstructions.png', 'gaze.png'):
+      src = os.path.join(a.path, png)
+      if os.path.exists(src):
+        dst = f'{_slug(a.name)}_{png}'
+        shutil.copyfile(src, os.path.join(fig_dir, dst))
+        attack_figures[a.name].append(f'{FIGURES_DIR}/{dst}')
+  parts = [
+      '# PrivatEyes-JAX report', '',
+      f'Generated {time.strftime("%Y-%m-%d %H:%M:%S")} from '
+      f'{", ".join(f"`{p}`" for p in paths)}: {len(runs)} runs, {len(attacks)} attacks.', '',
+      '| run | method | dataset | workdir |', '|---|---|---|---|',
+      *[f'| {r.name} | {r.method} | {r.dataset} | `{r.path}` |' for r in runs], '']
+  if unfinished:
+    parts += ['Unfinished runs (no summary.json yet), not tabulated: '
+              + ', '.join(f'`{u}`' for u in unfinished), '']
+  if runs:
+    parts += [accuracy_section(groups), '', cost_section(groups), '', '## Error versus round', '',
+              *[f'![{c}]({c})' for c in curves], '']
+  parts.append(privacy_section(attacks, attack_figures))
+  path = os.path.join(out_dir, REPORT_FILE)
+  workdir_lib.atomic_write_text(path, '\n'.join(parts) + '\n')
+  return path
+
+
+def _slug(name: str) -> str:
+  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)
