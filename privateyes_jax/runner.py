@@ -106,7 +106,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
   }
   for key in ('rounds', 'num_clients', 'clients_per_round', 'local_steps', 'server_optimizer',
               'aggregator', 'executor', 'num_params', 'upload_bytes_per_client',
-              'mean_round_seconds'):
+              'mean_round_seconds', 'mpc'):
     if key in result:
       summary[key] = result[key]
   if dataset.label_kind == 'gaze':

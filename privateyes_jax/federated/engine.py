@@ -221,6 +221,12 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   if errors is None:  # Resumed from the final checkpoint: evaluate it again.
     errors = evaluate()
   rows = workdir.read_metrics()
+  if rows:  # A run resumed from its final checkpoint ran no round here: read the log.
+    upload_bytes = rows[-1].get('upload_bytes_per_client', upload_bytes)
+  cost_section = None
+  if not local_only:
+    samples = rounds * k * fl.local_steps * config.batch_size
+    cost_section = mpc_summary(rows, forward_multiplies(model, params, people[0]), samples)
   return {
       'steps': rounds * fl.local_steps, 'rounds': rounds, 'per_person_error': errors,
       'test_error': float(np.mean(list(errors.values()))), 'wall_time_s': elapsed,
@@ -232,7 +238,44 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       'upload_bytes_per_client': int(upload_bytes),
       'mean_round_seconds': float(np.mean([x['round_seconds'] for x in rows])) if rows else None,
       'params': state.get('params'),
+      **({'mpc': cost_section} if cost_section else {}),
   }
+
+
+def forward_multiplies(model, params, person) -> float | None:
+  """Multiply-accumulates of one sample's forward pass (XLA's flop count / 2)."""
+  fn = jax.jit(lambda p, x, h: model.apply({'params': p}, x, h))
+  try:
+    analysis = fn.lower(params, person.images[:1], person.head_pose[:1]).compile().cost_analysis()
+  except Exception:  # pylint: disable=broad-except  (backends without cost analysis)
+    return None
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  flops = (analysis or {}).get('flops')
+  return float(flops) / 2.0 if flops else None
+
+
+def mpc_summary(rows: list[dict], multiplies_per_sample: float | None,
+                samples_trained: int) -> dict:
+  """The ``mpc`` section of a federated run's summary.
+
+  Means over rounds of the per-round ``mpc/*`` metrics (PrivatEyes runs: bytes each
+  client uploads and each server sends, interaction rounds, sharing / aggregation /
+  checking seconds, and the ESTIMATED offline phase), and, for every federated run,
+  the ESTIMATED cost of training the same model on the same number of samples
+  entirely inside MPC (generic MPC, `mpc.costs.estimate_generic_mpc_training`).
+  """
+  from privateyes_jax.mpc import costs  # pylint: disable=g-import-not-at-top
+  keys = sorted({k for r in rows for k in r if k.startswith('mpc/')})
+  out: dict[str, Any] = {k[len('mpc/'):]: float(np.mean([r[k] for r in rows if k in r]))
+                         for k in keys}
+  if rows:
+    out['round_seconds'] = float(np.mean([r['round_seconds'] for r in rows]))
+  if multiplies_per_sample:
+    out.update(costs.estimate_generic_mpc_training(multiplies_per_sample, samples_trained, 1.0))
+    out['forward_multiplies_per_sample'] = multiplies_per_sample
+    out['samples_trained'] = samples_trained
+  return out
 
 
 def _should_record(config, r: int, rounds: int) -> bool:

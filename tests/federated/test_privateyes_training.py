@@ -31,6 +31,14 @@ def test_privateyes_matches_fedavg(tmp_path, mode):
   for key in ('mpc/sharing_s', 'mpc/aggregation_s', 'mpc/checking_s', 'mpc/server_send_bytes',
               'mpc/interaction_rounds'):
     assert key in rows[0], key
+  # summary.json's mpc section: per-round means, and the generic-MPC estimate for both.
+  mpc = secure['mpc']
+  assert mpc['client_upload_bytes'] == rows[0]['mpc/client_upload_bytes']
+  assert mpc['sharing_s'] == pytest.approx(np.mean([r['mpc/sharing_s'] for r in rows]))
+  assert 'offline_estimate_s' in mpc and mpc['forward_multiplies_per_sample'] > 1000
+  assert mpc['samples_trained'] == 3 * 4 * 2 * 8  # rounds x clients x local steps x batch.
+  assert fedavg['mpc']['generic_mpc_estimate_s'] == mpc['generic_mpc_estimate_s'] > 0
+  assert 'client_upload_bytes' not in fedavg['mpc']
 
 
 @pytest.mark.parametrize('server_optimizer', ['fedavgm', 'fedadam', 'fedyogi'])
