@@ -6,7 +6,8 @@ Each method trains into its own sub-workdir (``runs/demo/<method>``), so re-runn
 resumes or reuses finished runs. ``--overwrite`` starts everything afresh. The
 DualView attack then reads what the FedAvg server and the PrivatEyes coalition saw
 in the last round (``runs/demo/attack``) and prints the privacy table; its budget is
-``experiments/configs/attack.py:demo`` (``--attack=false`` skips it).
+``experiments/configs/attack.py:demo`` (``--attack=false`` skips it). Last, the
+Markdown report of everything (``runs/demo/report/report.md``) is written.
 """
 
 import os
@@ -17,6 +18,7 @@ from absl import logging
 
 from experiments import common
 from experiments.configs import demo as demo_configs
+from privateyes_jax import report
 from privateyes_jax import runner
 from privateyes_jax.attacks import pipeline
 
@@ -74,6 +76,8 @@ def main(argv):
     pipeline.print_summary(out)
     print(f'Reconstructions and gaze plots: {os.path.abspath(attack_dir)}/'
           '{reconstructions,gaze}.png')
+  report_path = report.build_report([_WORKDIR.value], os.path.join(_WORKDIR.value, 'report'))
+  print(f'\nReport (accuracy, cost and privacy tables, figures): {os.path.abspath(report_path)}')
   print(f'\nRuns, metrics and checkpoints are in {os.path.abspath(_WORKDIR.value)}/'
         f' (total {time.perf_counter() - t0:.0f} s).')
 

@@ -9,7 +9,6 @@ import pytest
 from privateyes_jax import training
 from privateyes_jax.attacks import dualview
 from privateyes_jax.attacks import gan_prior
-from privateyes_jax.attacks import validate_demo
 from privateyes_jax.data import synthetic
 from privateyes_jax.models import gaze
 
@@ -165,29 +164,3 @@ def test_output_model_fallback_gaze_sources_and_errors(fl_round, prior, inversio
   bad.match_layers = ('Conv_9',)
   with pytest.raises(ValueError, match='Conv_9'):
     dualview.make_inversion(prior, model.apply, bad)(jax.random.PRNGKey(0), params, deltas[0])
-
-
-def test_coalition_share_is_uniform_and_data_independent():
-  update = {'w': jnp.full((4000,), 0.25), 'b': jnp.zeros((3, 2))}
-  key = jax.random.PRNGKey(3)
-  share = validate_demo.coalition_share(key, update, ring_bits=8, fraction_bits=4)
-  other = validate_demo.coalition_share(key, jax.tree.map(lambda x: -x, update), 8, 4)
-  jax.tree.map(np.testing.assert_array_equal, share, other)  # Nothing of the update leaks.
-  assert share['b'].shape == (3, 2) and share['w'].dtype == jnp.float32
-  w = np.asarray(share['w'])
-  assert w.min() >= -8.0 and w.max() <= 8.0 - 1 / 16  # Signed Z_2^8 with 4 fraction bits.
-  assert len(np.unique(w)) > 200  # Close to all 256 values of the ring.
-  with pytest.raises(ValueError, match='ring_bits'):
-    validate_demo.coalition_share(key, update, ring_bits=40)
-
-
-def test_validate_demo_smoke(tmp_path):
-  out = validate_demo.validate(validate_demo.default_config('tiny'), str(tmp_path))
-  assert set(out['summaries']) == set(validate_demo.THREAT_MODELS)
-  for summary in out['summaries'].values():
-    assert summary['num_people'] == 2 and 0 <= summary['reidentified'] <= 2
-  for name in ('summary.json', 'reconstructions.png', 'gaze.png'):
-    assert (tmp_path / name).stat().st_size > 0
-  assert (tmp_path / 'prior').is_dir()  # Orbax checkpoints of the prior.
-  table = validate_demo.format_table(out['summaries'])
-  assert 'plain FL (IU)' in table and 'PrivatEyes (share)' in table
