@@ -85,9 +85,29 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     wd.close()
   if 'halted_at_step' in result:
     return result
-  pooled_labels = np.concatenate([p.labels for p in train_people.people])
-  baseline = training.mean_predictor_error(pooled_labels, test_people.people,
-                                           dataset.label_kind)
+  summary = build_summary(config, dataset, train_people, test_people, result)
+  summary['total_time_s'] = time.perf_counter() - t0
+  wd.write_summary(summary)
+  logging.info('%s on %s: held-out error %.3f (mean predictor %.3f)', summary['method'],
+               summary['dataset'], summary['test_error'],
+               summary['baseline_mean_predictor_error'])
+  return summary
+
+
+def build_summary(config, dataset, train_people, test_people, result: dict,
+                  baseline: float | None = None) -> dict:
+  """A run's ``summary.json`` from its method's result (also used by sweeps).
+
+  Args:
+    result: the method's return value: ``test_error``, ``per_person_error``,
+      ``steps``, ``wall_time_s`` and optionally the federated fields (rounds,
+      clients, aggregator, costs, ...).
+    baseline: the mean predictor's error on ``test_people``; computed if None.
+  """
+  if baseline is None:
+    pooled_labels = np.concatenate([p.labels for p in train_people.people])
+    baseline = training.mean_predictor_error(pooled_labels, test_people.people,
+                                             dataset.label_kind)
   from privateyes_jax.federated import engine  # pylint: disable=g-import-not-at-top
   summary = {
       'method': engine.method_label(config),
@@ -102,7 +122,6 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
       'per_person_error': result['per_person_error'],
       'steps': result['steps'],
       'wall_time_s': result['wall_time_s'],
-      'total_time_s': time.perf_counter() - t0,
   }
   for key in ('rounds', 'num_clients', 'clients_per_round', 'local_steps', 'server_optimizer',
               'aggregator', 'executor', 'num_params', 'upload_bytes_per_client',
@@ -113,9 +132,6 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     summary['test_angular_error_deg'] = result['test_error']
     summary['baseline_mean_predictor_error_deg'] = baseline
     summary['per_person_error_deg'] = result['per_person_error']
-  wd.write_summary(summary)
-  logging.info('%s on %s: held-out error %.3f (mean predictor %.3f)', summary['method'],
-               summary['dataset'], summary['test_error'], baseline)
   return summary
 
 
@@ -152,5 +168,6 @@ def _all_folds(config, workdir: str, overwrite: bool) -> dict:
     summary.update(test_angular_error_deg=summary['test_error'],
                    per_person_error_deg=per_person,
                    baseline_mean_predictor_error_deg=summary['baseline_mean_predictor_error'])
-  workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
+  if workdir_lib.is_primary():
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
   return summary

@@ -55,7 +55,10 @@ class Aggregator(Protocol):
 def weighted_mean(updates: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Σ_c w_c Δ_c / Σ_c w_c over the client axis; ``updates`` is ``[clients, params]``."""
   total = jnp.sum(weights)
-  mean = jnp.einsum('c,cp->p', weights, updates) / jnp.maximum(total, 1e-12)
+  # Full float32: the default matmul precision is TF32 on GPUs, which would round
+  # the model update to 10 mantissa bits.
+  mean = jnp.einsum('c,cp->p', weights, updates,
+                    precision=jax.lax.Precision.HIGHEST) / jnp.maximum(total, 1e-12)
   return mean, total
 
 

@@ -31,6 +31,7 @@ from jax.flatten_util import ravel_pytree
 from privateyes_jax import metrics as metrics_lib
 from privateyes_jax import progress as progress_lib
 from privateyes_jax import training
+from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.federated import aggregators as aggregators_lib
 from privateyes_jax.federated import client_data
 from privateyes_jax.federated import executors as executors_lib
@@ -134,7 +135,9 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   latest = workdir.latest_step()
   if latest is not None:
     state = workdir.restore(latest, state)
-    workdir.truncate_metrics('round', latest)
+  # Rows logged after the checkpoint we resume from (or before the first checkpoint
+  # of a run interrupted early) are repeated by this run: drop them.
+  workdir.truncate_metrics('round', latest or 0)
   start_round = int(state['round'])
 
   @jax.jit
@@ -187,7 +190,8 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
             'model and the saved checkpoints are unchanged.')
       new_params, new_opt_state = server_step(state['params'], state['server_opt_state'],
                                               result.mean_update)
-      if result.view is not None and _should_record(config, r, rounds):
+      if (result.view is not None and _should_record(config, r, rounds)
+          and workdir_lib.is_primary()):
         _record_view(workdir, r, config, store.names, client_ids, state['params'], new_params,
                      local.weights, result.view)
       state.update(params=new_params, server_opt_state=new_opt_state,

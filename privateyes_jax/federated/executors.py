@@ -12,7 +12,9 @@ results and differ only in how the client axis is mapped onto the hardware:
 
 * ``sequential``: one jitted call per client (the reference; fastest on CPU).
 * ``vmap``: all clients of a chunk in one jitted, vmapped program.
-* ``sharded``: like ``vmap`` with the client axis split over a device mesh.
+* ``sharded``: like ``vmap`` with the client axis split over a device mesh: every
+  device of every process after `privateyes_jax.distributed.initialize`. The
+  client store is replicated on every device; params are replicated.
 * ``client_parallel``: GazeNet only; every layer of all clients of a chunk as one
   batched GEMM over the client axis (`models/client_parallel.py`), instead of the
   grouped convolutions that ``vmap`` produces.
@@ -79,8 +81,13 @@ def make_clients_train(model_config, client_optimizer: optax.GradientTransformat
   """Local training of a chunk of clients with an explicit client axis (GazeNet only).
 
   ``clients_train(params, arrays, client_ids [C], indices [C,T,B], mask [C,T,B],
-  per_client_params) -> (Δ [C, P], losses [C], weights [C])``, numerically the same
-  as vmapping `make_local_train`, but each layer is one batched GEMM over clients.
+  per_client_params, hyperparams=None) -> (Δ [C, P], losses [C], weights [C])``,
+  numerically the same as vmapping `make_local_train`, but each layer is one batched
+  GEMM over clients.
+
+  ``hyperparams`` (``{name: [C]}``, for an optimizer built with
+  ``inject_hyperparams``, see `training.set_hyperparams`) gives every client its own
+  learning rate, momentum, ...: how a sweep trains many runs' clients in one program.
   """
   from privateyes_jax.models import client_parallel  # pylint: disable=g-import-not-at-top
   if model_config.name != 'gazenet':
@@ -98,16 +105,20 @@ def make_clients_train(model_config, client_optimizer: optax.GradientTransformat
 
   gather = jax.vmap(client_data.gather_batches, in_axes=(None, 0, 0, 0))
 
-  def clients_train(params, arrays, client_ids, indices, mask, per_client_params):
+  def clients_train(params, arrays, client_ids, indices, mask, per_client_params,
+                    hyperparams=None):
     # float32 means float32: on GPUs the default matmul precision is TF32, which moved
     # client updates by ~26% (relative) from the float32 reference after 5 SGD steps
     # (docs/BENCHMARKS.md); bfloat16 is an explicit choice via compute_dtype.
     if compute_dtype == jnp.float32:
       with jax.default_matmul_precision('float32'):
-        return _clients_train(params, arrays, client_ids, indices, mask, per_client_params)
-    return _clients_train(params, arrays, client_ids, indices, mask, per_client_params)
+        return _clients_train(params, arrays, client_ids, indices, mask, per_client_params,
+                              hyperparams)
+    return _clients_train(params, arrays, client_ids, indices, mask, per_client_params,
+                          hyperparams)
 
-  def _clients_train(params, arrays, client_ids, indices, mask, per_client_params):
+  def _clients_train(params, arrays, client_ids, indices, mask, per_client_params,
+                     hyperparams):
     c = client_ids.shape[0]
     stacked = params if per_client_params else jax.tree.map(
         lambda x: jnp.broadcast_to(x, (c,) + x.shape), params)
@@ -123,7 +134,10 @@ def make_clients_train(model_config, client_optimizer: optax.GradientTransformat
           lambda n, o: jnp.where(has_data.reshape((c,) + (1,) * (n.ndim - 1)), n, o), new, old)
       return (keep(new_p, p), keep(new_s, s)), losses
 
-    carry = (stacked, jax.vmap(client_optimizer.init)(stacked))
+    opt_state = jax.vmap(client_optimizer.init)(stacked)
+    if hyperparams is not None:
+      opt_state = training.set_hyperparams(opt_state, hyperparams)
+    carry = (stacked, opt_state)
     steps_first = lambda x: jnp.swapaxes(x, 0, 1)
     (local, _), losses = jax.lax.scan(body, carry, (steps_first(indices), steps_first(mask)),
                                       unroll=unroll)
@@ -138,8 +152,14 @@ def make_clients_train(model_config, client_optimizer: optax.GradientTransformat
 
 
 def default_executor(backend: str | None = None, model_name: str = 'gazenet') -> str:
-  """The measured fastest executor per backend and model (see docs/BENCHMARKS.md)."""
+  """The measured fastest executor per backend and model (see docs/BENCHMARKS.md).
+
+  With several processes (privateyes_jax/distributed.py) it is ``sharded``: the
+  other executors would train every client on every host.
+  """
   backend = backend or jax.default_backend()
+  if jax.process_count() > 1:
+    return 'sharded'
   if model_name == 'gazenet':
     return 'client_parallel'
   return 'sequential' if backend == 'cpu' else 'vmap'
@@ -184,9 +204,12 @@ class Executor:
       else:
         shard = NamedSharding(mesh, PartitionSpec('clients'))
         repl = NamedSharding(mesh, PartitionSpec())
+        # Several processes: the outputs are gathered (replicated) inside the program, so
+        # every process holds the round's updates for its (replicated) aggregation.
+        out = repl if jax.process_count() > 1 else shard
         self._compiled[key] = jax.jit(
             fn, in_shardings=(shard if per_client_params else repl, repl, shard, shard, shard),
-            out_shardings=(shard, shard, shard))
+            out_shardings=(out, out, out))
     return self._compiled[key]
 
   def _single(self):
@@ -216,13 +239,10 @@ class Executor:
         outs.append(fn(p, arrays, np.int32(client_ids[i]), indices[i], mask[i]))
       return LocalResults(*(jnp.stack(x) for x in zip(*outs)))
 
-    mesh = None
-    multiple = 1
     if self.resolved == 'sharded':
-      mesh = Mesh(np.array(jax.devices()), ('clients',))
-      multiple = mesh.size
+      return self._run_sharded(params, store, client_ids, indices, mask, per_client_params)
+    mesh = None
     chunk = self.client_chunk or c
-    chunk = -(-chunk // multiple) * multiple  # Round up to a multiple of the mesh size.
     fn = self._vmapped(per_client_params, mesh)
     outs = []
     for start in range(0, c, chunk):
@@ -237,6 +257,80 @@ class Executor:
     if len(outs) == 1:
       return LocalResults(*outs[0])
     return LocalResults(*(jnp.concatenate(x) for x in zip(*outs)))
+
+  # ------------------------------------------------------------------ sharded
+  def mesh(self) -> Mesh:
+    """The 1-D ``clients`` mesh of the sharded executor: every device of every process."""
+    if getattr(self, '_mesh', None) is None:
+      self._mesh = Mesh(np.array(jax.devices()), ('clients',))
+    return self._mesh
+
+  def _replicated_store(self, store: client_data.ClientStore, sharding: NamedSharding):
+    """The store's arrays replicated on every mesh device, placed once per store.
+
+    Every process builds the same store (the data are a pure function of the
+    config), so each only places its own copy on its own devices; nothing crosses
+    hosts. Kept for later rounds: the jit would otherwise copy the store to every
+    device in every call.
+    """
+    cached = getattr(self, '_placed_store', None)
+    if cached is None or cached[0] is not store:
+      self._placed_store = None  # Free the previous store's replicas first.
+      arrays = {k: global_array(v, sharding) for k, v in store.arrays().items()}
+      cached = self._placed_store = (store, arrays)
+    return cached[1]
+
+  def _run_sharded(self, params, store, client_ids, indices, mask, per_client_params):
+    """``run`` with the client axis split over `mesh` (one or several processes).
+
+    Chunks are padded to a multiple of the mesh size. The global params are
+    replicated; the round's index arrays are known to every process (pure functions
+    of ``(seed, round)``), so each process fills only its own devices' shards. With
+    several processes the outputs come back replicated and are returned as this
+    process's local copy.
+    """
+    mesh = self.mesh()
+    shard = NamedSharding(mesh, PartitionSpec('clients'))
+    repl = NamedSharding(mesh, PartitionSpec())
+    arrays = self._replicated_store(store, repl)
+    c = len(client_ids)
+    chunk = self.client_chunk or c
+    chunk = -(-chunk // mesh.size) * mesh.size  # Round up to a multiple of the mesh size.
+    fn = self._vmapped(per_client_params, mesh)
+    host = lambda x: np.asarray(jax.device_get(x))
+    p = None if per_client_params else jax.tree.map(lambda x: global_array(x, repl), params)
+    stacked = jax.tree.map(host, params) if per_client_params else None
+    outs = []
+    for start in range(0, c, chunk):
+      stop = min(start + chunk, c)
+      pad = lambda x: global_array(client_data.pad_to(np.asarray(x)[start:stop], chunk), shard)
+      if per_client_params:
+        p = jax.tree.map(pad, stacked)
+      out = fn(p, arrays, pad(np.asarray(client_ids, np.int32)), pad(indices), pad(mask))
+      outs.append(jax.tree.map(lambda x: local_copy(x)[:stop - start], out))
+    if len(outs) == 1:
+      return LocalResults(*outs[0])
+    return LocalResults(*(jnp.concatenate(x) for x in zip(*outs)))
+
+
+def global_array(x, sharding: NamedSharding) -> jax.Array:
+  """``x`` (the same value in every process) as a global array with ``sharding``.
+
+  One process: a ``device_put``. Several: each process builds only the shards of
+  its own devices from its host copy (``jax.make_array_from_callback``), without
+  the cross-process equality check that ``device_put`` of a host value runs.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  value = np.asarray(jax.device_get(x))
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def local_copy(x: jax.Array) -> jax.Array:
+  """A fully replicated global array as this process's ordinary single-device array."""
+  if x.is_fully_addressable:
+    return x
+  return x.addressable_data(0)
 
 
 def describe(executor: Executor) -> str:
