@@ -32,6 +32,7 @@ setuptools.setup(
         'pillow>=10.0',  # Images of GazeCapture, raw MPIIFaceGaze and your own study.
         'dm-pix>=0.4.2',  # PSNR / SSIM of DualView reconstructions.
         'matplotlib>=3.8',  # Reconstruction grids, gaze plots, report figures.
+        'tensorboardX>=2.6',  # TensorBoard event files beside metrics.jsonl (no TensorFlow).
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'chex>=0.1.87', 'hypothesis>=6.100'],
@@ -41,6 +42,10 @@ setuptools.setup(
             'privateyes-train=experiments.train:entry_point',
             'privateyes-demo=experiments.demo:entry_point',
             'privateyes-prepare=data_prep.prepare:entry_point',
+            'privateyes-attack=experiments.attack:entry_point',
+            'privateyes-report=experiments.report:entry_point',
+            'privateyes-sweep=experiments.sweep:entry_point',
+            'privateyes-inspect=experiments.inspect_run:entry_point',
         ],
     },
 )

@@ -22,6 +22,8 @@ from privateyes_jax import metrics
 
 Batch = dict[str, Any]
 
+CLIENT_OPTIMIZERS = ('sgd', 'momentum', 'adam')
+
 
 def learning_rate(lr: float, schedule: str, total_steps: int):
   """A constant rate, or a cosine decay to 10% of ``lr`` over ``total_steps``."""
@@ -32,27 +34,80 @@ def learning_rate(lr: float, schedule: str, total_steps: int):
   raise ValueError(f'Unknown learning-rate schedule {schedule!r}; available: constant, cosine.')
 
 
-def make_optimizer(opt_config, total_steps: int = 0) -> optax.GradientTransformation:
+def make_optimizer(opt_config, total_steps: int = 0,
+                   inject_hyperparams: bool = False) -> optax.GradientTransformation:
   """The optax optimizer named by ``opt_config.name`` (sgd, momentum, adam).
 
   ``opt_config.schedule`` ('constant' or 'cosine' over ``total_steps``) shapes the
   learning rate; ``opt_config.clip_norm > 0`` clips each step's gradient to that
   global norm first (keeps large client learning rates stable in the first local steps).
+
+  With ``inject_hyperparams`` the same optimizer is wrapped in
+  ``optax.inject_hyperparams``: ``learning_rate``, ``momentum`` and ``clip_norm`` become
+  array leaves of the optimizer state (`set_hyperparams`), so one compiled program can
+  train many clients or runs with different values (sweeps). Whether clipping happens at
+  all stays a static choice (``clip_norm > 0``); the schedule must be constant.
   """
-  lr = learning_rate(opt_config.learning_rate, opt_config.get('schedule', 'constant'),
-                     total_steps)
-  if opt_config.name == 'sgd':
-    tx = optax.sgd(lr)
-  elif opt_config.name == 'momentum':
-    tx = optax.sgd(lr, momentum=opt_config.get('momentum', 0.9))
-  elif opt_config.name == 'adam':
-    tx = optax.adam(lr)
-  else:
-    raise ValueError(f'Unknown optimizer {opt_config.name!r}; available: sgd, momentum, adam.')
+  name = opt_config.name
+  if name not in CLIENT_OPTIMIZERS:
+    raise ValueError(f'Unknown optimizer {name!r}; available: {", ".join(CLIENT_OPTIMIZERS)}.')
   clip = opt_config.get('clip_norm', 0.0)
   if clip < 0:
     raise ValueError(f'optimizer.clip_norm must be >= 0 (0: no clipping), got {clip}.')
-  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
+  momentum = opt_config.get('momentum', 0.9)
+  schedule = opt_config.get('schedule', 'constant')
+  if not inject_hyperparams:
+    lr = learning_rate(opt_config.learning_rate, schedule, total_steps)
+    return _client_optimizer(name, lr, momentum, clip if clip > 0 else None)
+  if schedule != 'constant':
+    raise ValueError(f'optimizer.schedule={schedule!r} cannot be combined with injected '
+                     'hyperparameters; use "constant".')
+  clip_enabled = clip > 0
+
+  def factory(learning_rate, momentum, clip_norm):  # pylint: disable=redefined-outer-name
+    return _client_optimizer(name, learning_rate, momentum,
+                             clip_norm if clip_enabled else None)
+
+  return optax.inject_hyperparams(factory)(
+      learning_rate=float(opt_config.learning_rate), momentum=float(momentum),
+      clip_norm=float(clip))
+
+
+def _client_optimizer(name: str, lr, momentum, clip_norm) -> optax.GradientTransformation:
+  """``name``'s optax transform, after global-norm clipping when ``clip_norm`` is not None."""
+  if name == 'sgd':
+    tx = optax.sgd(lr)
+  elif name == 'momentum':
+    tx = optax.sgd(lr, momentum=momentum)
+  else:
+    tx = optax.adam(lr)
+  return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm is not None else tx
+
+
+def set_hyperparams(opt_state, values: dict[str, Any]):
+  """``opt_state`` of an ``inject_hyperparams`` optimizer with some hyperparameters replaced.
+
+  Args:
+    opt_state: the state of an optimizer built with ``inject_hyperparams`` (e.g.
+      `make_optimizer(..., inject_hyperparams=True)`), possibly with leading batch axes
+      (a vmapped ``init``).
+    values: hyperparameter name -> value, broadcast to the stored leaf's shape (e.g.
+      ``{'learning_rate': lr}`` with ``lr`` ``[clients]`` for a vmapped state).
+
+  Raises:
+    ValueError: the state has no injected hyperparameters, or not one of ``values``.
+  """
+  stored = getattr(opt_state, 'hyperparams', None)
+  if stored is None:
+    raise ValueError('The optimizer state has no injected hyperparameters; build the '
+                     'optimizer with inject_hyperparams=True.')
+  unknown = sorted(set(values) - set(stored))
+  if unknown:
+    raise ValueError(f'Unknown hyperparameter(s) {unknown}; the optimizer has {sorted(stored)}.')
+  new = dict(stored)
+  for key, value in values.items():
+    new[key] = jnp.broadcast_to(jnp.asarray(value, stored[key].dtype), stored[key].shape)
+  return opt_state._replace(hyperparams=new)
 
 
 def loss_fn(apply_fn: Callable, params, batch: Batch) -> jax.Array:

@@ -14,7 +14,8 @@ MODULES = sorted(os.path.splitext(os.path.basename(p))[0]
                  if not p.endswith('__init__.py'))
 
 
-@pytest.mark.parametrize('name', [m for m in MODULES if m not in ('paper', 'demo')])
+# attack.py configures DualView, not a training run (tested below and in tests/attacks).
+@pytest.mark.parametrize('name', [m for m in MODULES if m not in ('paper', 'demo', 'attack')])
 def test_config_validates(name):
   config = importlib.import_module(f'experiments.configs.{name}').get_config()
   runner.validate(config)
@@ -45,3 +46,13 @@ def test_paper_configs():
     paper.get_config('nvgaze,fedavg')
   with pytest.raises(ValueError, match='Unknown method'):
     paper.get_config('mpiigaze,fedprox')
+
+
+def test_attack_configs():
+  from experiments.configs import attack  # pylint: disable=g-import-not-at-top
+  for preset in ('demo', 'full', 'tiny'):
+    config = attack.get_config(preset)
+    assert config.attack.restarts >= 1 and config.prior.steps >= 1
+  assert attack.get_config().attack.steps == attack.get_config('demo').attack.steps
+  with pytest.raises(ValueError, match='Unknown attack preset'):
+    attack.get_config('huge')

@@ -16,29 +16,49 @@ import numpy as np
 import optax
 
 SERVER_OPTIMIZERS = ('fedavg', 'fedavgm', 'fedadam', 'fedyogi')
+# The numeric fields of ``config.fl`` that parameterise the server optimizers.
+SERVER_HYPERPARAMS = ('server_lr', 'server_momentum', 'server_b1', 'server_b2', 'server_tau')
 
 
-def make_server_optimizer(cfg) -> optax.GradientTransformation:
+def make_server_optimizer(cfg, inject_hyperparams: bool = False) -> optax.GradientTransformation:
   """The optax server optimizer of ``config.fl`` (``server_optimizer``, ``server_lr``, ...).
 
   ``fl.server_schedule='cosine'`` decays the server learning rate to 10% over
   ``fl.rounds`` (the optimizer's step count is the round, restored on resume).
+
+  With ``inject_hyperparams`` the optimizer is wrapped in ``optax.inject_hyperparams``
+  so that ``server_lr``, ``server_momentum`` and ``server_tau`` are array leaves of its
+  state (`training.set_hyperparams`): sweeps vmap one server step over runs with
+  different values. Its ``inner_state`` has the structure of the plain optimizer's
+  state, and its updates are bit-identical. ``server_b1``/``server_b2`` stay static:
+  Adam and Yogi compute ``1 - b`` in float64 from a Python float but in float32 from
+  an array, which moves updates by an ulp.
   """
   name, lr = cfg.server_optimizer, cfg.server_lr
   if not lr > 0:
     raise ValueError(f'fl.server_lr must be > 0, got {lr}.')
+  if name not in SERVER_OPTIMIZERS:
+    raise ValueError(f'Unknown fl.server_optimizer {name!r}; available: '
+                     f'{", ".join(SERVER_OPTIMIZERS)}.')
   from privateyes_jax import training  # pylint: disable=g-import-not-at-top
-  lr = training.learning_rate(lr, cfg.get('server_schedule', 'constant'), cfg.rounds)
-  if name == 'fedavg':
-    return optax.sgd(lr)
-  if name == 'fedavgm':
-    return optax.sgd(lr, momentum=cfg.server_momentum)
-  if name == 'fedadam':
-    return optax.adam(lr, b1=cfg.server_b1, b2=cfg.server_b2, eps=cfg.server_tau)
-  if name == 'fedyogi':
-    return optax.yogi(lr, b1=cfg.server_b1, b2=cfg.server_b2, eps=cfg.server_tau)
-  raise ValueError(f'Unknown fl.server_optimizer {name!r}; available: '
-                   f'{", ".join(SERVER_OPTIMIZERS)}.')
+  schedule, rounds = cfg.get('server_schedule', 'constant'), cfg.rounds
+  training.learning_rate(lr, schedule, rounds)  # Validates the schedule's name.
+
+  def factory(server_lr, server_momentum, server_b1, server_b2, server_tau):
+    lr = training.learning_rate(server_lr, schedule, rounds)  # Its count is the round.
+    if name == 'fedavg':
+      return optax.sgd(lr)
+    if name == 'fedavgm':
+      return optax.sgd(lr, momentum=server_momentum)
+    if name == 'fedadam':
+      return optax.adam(lr, b1=server_b1, b2=server_b2, eps=server_tau)
+    return optax.yogi(lr, b1=server_b1, b2=server_b2, eps=server_tau)
+
+  hyperparams = {key: float(cfg[key]) for key in SERVER_HYPERPARAMS}
+  if inject_hyperparams:
+    return optax.inject_hyperparams(factory, static_args=('server_b1', 'server_b2'))(
+        **hyperparams)
+  return factory(**hyperparams)
 
 
 def clients_per_round(cfg, num_clients: int) -> int:

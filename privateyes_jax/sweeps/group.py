@@ -1,0 +1,338 @@
+r"""Trains one group of a sweep (R runs with one program structure) as one program.
+
+R runs of C sampled clients each are R·C "clients" of the client-parallel GazeNet
+(`executors.make_clients_train`): every run's global model is broadcast to its own
+clients, every client trains with its run's learning rate, momentum and clipping
+norm (``optax.inject_hyperparams``: array leaves of the client optimizer state, one
+value per client), the weighted mean update is taken per run, and the server
+optimizer step is vmapped over the run axis with each run's server hyperparameters
+in its (injected) state::
+
+  θ [R, ...] ──repeat C──► local training of R·C clients (batched GEMMs) ──► Δ [R, C, P]
+  Δ ──weighted mean per run──► Δ̄ [R, P] ──vmap(server step)──► θ' [R, ...]
+
+Seeds act on the host exactly as in a single run: run r's initial model is
+``model.init(PRNGKey(seed_r))`` and its clients and batches in round t are
+``sample_clients(seed_r, t)`` and ``round_indices(seed_r, t, ...)``. A run's results
+therefore equal `runner.train_and_evaluate` of its config up to float rounding.
+
+A run whose individual updates or loss become NaN/inf is *rejected* as a single run
+would be (its model stays at the last good round and it gets no further rows), while
+the other runs of the group go on.
+
+Outputs: each run's directory is an ordinary workdir (``config.json``,
+``metrics.jsonl``, ``summary.json`` and a final checkpoint in the engine's format, so
+``experiments.train`` with the run's config recognises it as finished). The group's
+stacked state is checkpointed every ``fl.checkpoint_every`` rounds in its own
+workdir under ``<sweep_dir>/groups/`` and resumed from there; it is deleted once
+every run of the group has its own outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.flatten_util import ravel_pytree
+
+from privateyes_jax import data as data_lib
+from privateyes_jax import progress as progress_lib
+from privateyes_jax import runner
+from privateyes_jax import training
+from privateyes_jax import workdir as workdir_lib
+from privateyes_jax.federated import aggregators
+from privateyes_jax.federated import client_data
+from privateyes_jax.federated import engine
+from privateyes_jax.federated import executors as executors_lib
+from privateyes_jax.federated import server as server_lib
+from privateyes_jax.models import gaze as gaze_models
+from privateyes_jax.sweeps import spec as spec_lib
+
+RUNS_DIR = 'runs'
+GROUPS_DIR = 'groups'
+
+# Compiled rounds by (program structure, runs, clients per run): chunks of a large
+# group share one compilation.
+_ROUND_FNS: dict[tuple, Any] = {}
+
+
+def run_dir(sweep_dir: str, run: spec_lib.Run) -> str:
+  return os.path.join(sweep_dir, RUNS_DIR, run.name)
+
+
+def hyperparams(runs: Sequence[spec_lib.Run], side: str) -> dict[str, np.ndarray]:
+  """``{hyperparameter: [R]}`` of the ``'client'`` or ``'server'`` optimizer, from configs."""
+  out = {}
+  for field, target in spec_lib.CONTINUOUS_FIELDS.items():
+    if target is None or target[0] != side:
+      continue
+    section, key = field.split('.')
+    defaults = {'momentum': 0.9, 'clip_norm': 0.0}
+    out[target[1]] = np.array([r.config[section].get(key, defaults.get(key)) for r in runs],
+                              np.float32)
+  return out
+
+
+def make_round_fn(clients_train, server_opt: optax.GradientTransformation, unravel,
+                  num_runs: int, clients_per_run: int):
+  """The jitted round of R runs; see the module docstring.
+
+  ``round_fn(params [R,..], server_state [R,..], alive [R], client_hparams {[R*C]},
+  arrays, client_ids [R*C], indices [R*C,T,B], mask [R*C,T,B])`` returns the new
+  params and server state (unchanged for runs that are not alive or whose round is
+  rejected), ``ok [R]`` (the round was accepted), and the clients' ``losses`` and
+  ``weights`` ``[R*C]``.
+  """
+  r, c = num_runs, clients_per_run
+
+  def server_step(params, opt_state, mean_update_flat):
+    pseudo_gradient = unravel(-mean_update_flat)
+    updates, opt_state = server_opt.update(pseudo_gradient, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def round_fn(params, server_state, alive, client_hparams, arrays, client_ids, indices, mask):
+    stacked = jax.tree.map(lambda x: jnp.repeat(x, c, axis=0), params)
+    updates, losses, weights = clients_train(stacked, arrays, client_ids, indices, mask,
+                                             per_client_params=True,
+                                             hyperparams=client_hparams)
+    updates = updates.reshape(r, c, -1)
+    w = weights.reshape(r, c)
+    # As the engine's MeanAggregator; exact float32 (GPUs default to TF32 matmuls).
+    with jax.default_matmul_precision('float32'):
+      mean, _ = jax.vmap(aggregators.weighted_mean)(updates, w)
+    new_params, new_state = jax.vmap(server_step)(params, server_state, mean)
+    loss = jnp.sum(losses.reshape(r, c) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+    ok = alive & jnp.all(jnp.isfinite(updates), axis=(1, 2)) & jnp.isfinite(loss)
+
+    def keep(new, old):
+      return jax.tree.map(
+          lambda n, o: jnp.where(ok.reshape((r,) + (1,) * (n.ndim - 1)), n, o), new, old)
+
+    return keep(new_params, params), keep(new_state, server_state), ok, losses, weights
+
+  return jax.jit(round_fn)
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _index(tree: Any, i: int) -> Any:
+  return jax.tree.map(lambda x: np.asarray(x[i]), tree)
+
+
+def _group_config(runs: Sequence[spec_lib.Run]) -> ml_collections.ConfigDict:
+  """What the group's workdir checks on resume: its members and their configs."""
+  return ml_collections.ConfigDict({
+      'sweep_group': {'runs': tuple(r.name for r in runs),
+                      'id': spec_lib.group_id(runs)},
+      'checkpoint_keep': runs[0].config.get('checkpoint_keep', 2)})
+
+
+def load_data(data_config, cache: dict | None = None):
+  """``(dataset, train_people, test_people, clients, store)``, cached by data config."""
+  key = data_config.to_json_best_effort(sort_keys=True)
+  if cache is not None and key in cache:
+    return cache[key]
+  dataset = data_lib.load_dataset(data_config)
+  train_people, test_people = data_lib.split_people(dataset, data_config)
+  people = list(train_people.people)
+  if data_config.get('partition', 'person') == 'iid':
+    people = client_data.iid_reshuffle(people, data_config.seed)
+  out = (dataset, train_people, test_people, people, client_data.make_store(people))
+  if cache is not None:
+    cache[key] = out
+  return out
+
+
+def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
+                halt_after: int | None = None, data_cache: dict | None = None) -> dict:
+  """Trains ``runs`` (equal `spec.structure_key`) together; writes each run's outputs.
+
+  Args:
+    runs: the group's runs.
+    sweep_dir: the sweep directory (runs go to ``runs/<name>``, the group's
+      checkpoints to ``groups/<id>``).
+    halt_after: stop after this many rounds as if interrupted (tests, drills).
+    data_cache: a dict to reuse loaded data (and its device copy) across groups.
+
+  Returns:
+    ``{'halted_at_round': t}`` if halted, else ``{name: summary}`` for the runs.
+  """
+  base = runs[0].config
+  fl = base.fl
+  num_runs = len(runs)
+  dataset, train_people, test_people, people, store = load_data(base.data, data_cache)
+  num_clients = store.num_clients
+  k = server_lib.clients_per_round(fl, num_clients)
+  model = gaze_models.build_model(base.model)
+
+  client_opt = training.make_optimizer(base.optimizer, inject_hyperparams=True)
+  clients_train = executors_lib.make_clients_train(
+      base.model, client_opt, unroll=fl.get('unroll', True),
+      compute_dtype=jnp.dtype(fl.get('compute_dtype', 'float32')))
+  server_opt = server_lib.make_server_optimizer(fl, inject_hyperparams=True)
+  x0, h0 = people[0].images[:1], people[0].head_pose[:1]
+  # Eagerly and one by one, as the engine does, so every run starts from its own
+  # single run's initial model bit for bit.
+  params = _stack([model.init(jax.random.PRNGKey(r.config.seed), x0, h0)['params']
+                   for r in runs])
+  num_params = ravel_pytree(_index(params, 0))[0].size
+  unravel = ravel_pytree(_index(params, 0))[1]
+  server_state = training.set_hyperparams(jax.vmap(server_opt.init)(params),
+                                          hyperparams(runs, 'server'))
+  client_hparams = {key: np.repeat(v, k) for key, v in hyperparams(runs, 'client').items()}
+  state = {'params': params, 'server_opt_state': server_state,
+           'rejected_round': np.zeros(num_runs, np.int64),  # 0: alive.
+           'round': np.asarray(0, np.int64), 'elapsed_s': np.asarray(0.0, np.float64)}
+
+  gid = spec_lib.group_id(runs)
+  group_dir = os.path.join(sweep_dir, GROUPS_DIR, gid)
+  group_wd = workdir_lib.Workdir.open(group_dir, _group_config(runs))
+  run_wds = [workdir_lib.Workdir.open(run_dir(sweep_dir, r), r.config) for r in runs]
+  try:
+    latest = group_wd.latest_step()
+    if latest is not None:
+      state = group_wd.restore(latest, state)
+      logging.info('Sweep group %s (%d runs): resuming after round %d.', gid, num_runs, latest)
+    start_round = int(state['round'])
+    for wd in run_wds:  # Rows of rounds after the checkpoint are repeated below.
+      wd.truncate_metrics('round', start_round)
+
+    fn_key = (spec_lib.structure_key(base), num_runs, k)
+    if fn_key not in _ROUND_FNS:
+      _ROUND_FNS.clear()  # Keep one program (and its device memory) alive at a time.
+      _ROUND_FNS[fn_key] = make_round_fn(clients_train, server_opt, unravel, num_runs, k)
+    round_fn = _ROUND_FNS[fn_key]
+    predict = training.predict_fn(model.apply)
+    arrays = store.arrays()
+    rounds = fl.rounds
+    elapsed = float(state['elapsed_s'])
+    rejected = np.asarray(state['rejected_round']).copy()
+    errors: dict[int, dict[str, float]] = {}
+    last_loss = np.full(num_runs, np.nan)
+    label = f'sweep {gid} ({num_runs} runs)'
+    progress = progress_lib.Progress(label, rounds, start=start_round, unit='round')
+    upload_bytes = 4 * num_params
+    for r in range(start_round, rounds):
+      t_round = time.perf_counter()
+      ids, idx, mask = [], [], []
+      for run in runs:
+        cid = server_lib.sample_clients(run.config.seed, r, num_clients, k)
+        i, m = client_data.round_indices(run.config.seed, r, cid, store.num_samples,
+                                         fl.local_steps, base.batch_size)
+        ids.append(cid)
+        idx.append(i)
+        mask.append(m)
+      ids = np.concatenate(ids).astype(np.int32)
+      alive = rejected == 0
+      new_params, new_server, ok, losses, weights = round_fn(
+          state['params'], state['server_opt_state'], alive, client_hparams, arrays, ids,
+          np.concatenate(idx), np.concatenate(mask))
+      ok = np.asarray(ok)
+      losses = np.asarray(losses).reshape(num_runs, k)
+      weights = np.asarray(weights).reshape(num_runs, k)
+      state.update(params=new_params, server_opt_state=new_server)
+      for i in np.flatnonzero(alive & ~ok):
+        rejected[i] = r + 1
+        logging.warning('Sweep run %s: round %d rejected (NaN or inf individual update or '
+                        'loss); the run stops with its model of round %d.', runs[i].name,
+                        r + 1, r)
+      done = r + 1
+      evaluated = done % fl.eval_every == 0 or done == rounds
+      live = np.flatnonzero(rejected == 0)
+      if evaluated:
+        for i in live:
+          errors[i] = training.evaluate_people(predict, _index(state['params'], i),
+                                               test_people.people, dataset.label_kind)
+      now = time.perf_counter()
+      elapsed += now - t_round
+      for i in live:
+        w = weights[i]
+        # As the engine computes it (host, float32 products).
+        last_loss[i] = float(np.sum(losses[i] * w) / max(w.sum(), 1.0))
+        row = {'round': done, 'train_loss': last_loss[i], 'clients': int(k),
+               'upload_bytes_per_client': int(upload_bytes), 'round_seconds': now - t_round,
+               'seconds': elapsed, 'sweep_runs': num_runs}
+        if evaluated:
+          row.update(test_error=float(np.mean(list(errors[i].values()))),
+                     per_person_error=errors[i])
+        run_wds[i].append_metrics(row)
+      state.update(round=np.asarray(done, np.int64), elapsed_s=np.asarray(elapsed, np.float64),
+                   rejected_round=rejected.copy())
+      if done % fl.checkpoint_every == 0 or done == rounds:
+        group_wd.save(done, state)
+      shown = {'runs_alive': len(live)}
+      if evaluated and len(live):
+        shown['best_test_error'] = float(min(np.mean(list(errors[i].values())) for i in live))
+      progress.update(done, force=done == rounds, **shown)
+      if halt_after is not None and done >= halt_after and done < rounds:
+        return {'halted_at_round': done}
+
+    for i in np.flatnonzero(rejected == 0):  # Resumed from the final checkpoint.
+      if i not in errors:
+        errors[i] = training.evaluate_people(predict, _index(state['params'], i),
+                                             test_people.people, dataset.label_kind)
+    pooled_labels = np.concatenate([p.labels for p in train_people.people])
+    baseline = training.mean_predictor_error(pooled_labels, test_people.people,
+                                             dataset.label_kind)
+    summaries = {}
+    for i, run in enumerate(runs):
+      rows = run_wds[i].read_metrics()
+      last_round = rounds if rejected[i] == 0 else int(rejected[i]) - 1
+      if last_round >= 1 and run_wds[i].latest_step() != last_round:
+        # The engine's checkpoint layout, so the run's workdir is an ordinary one.
+        run_wds[i].save(last_round, {
+            'params': _index(state['params'], i),
+            'server_opt_state': _index(state['server_opt_state'].inner_state, i),
+            'aggregator_state': (),
+            'round': np.asarray(last_round, np.int64),
+            'elapsed_s': np.asarray(elapsed, np.float64)})
+      summary = _summary(run, dataset, train_people, test_people, baseline,
+                         errors.get(i), rows, num_params, k, num_clients, elapsed, gid,
+                         num_runs, int(rejected[i]))
+      run_wds[i].write_summary(summary)
+      summaries[run.name] = summary
+  finally:
+    group_wd.close()
+    for wd in run_wds:
+      wd.close()
+  shutil.rmtree(group_dir, ignore_errors=True)  # Every run now has its own outputs.
+  return summaries
+
+
+def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: float,
+             errors: dict[str, float] | None, rows: list[dict], num_params: int, k: int,
+             num_clients: int, elapsed: float, gid: str, num_runs: int,
+             rejected_round: int) -> dict:
+  """A run's ``summary.json``: the fields `runner.train_and_evaluate` writes, plus sweep ones."""
+  c = run.config
+  test_error = float(np.mean(list(errors.values()))) if errors else None
+  result = {
+      'test_error': test_error, 'per_person_error': errors,
+      'steps': c.fl.rounds * c.fl.local_steps, 'wall_time_s': elapsed, 'rounds': c.fl.rounds,
+      'num_clients': num_clients, 'clients_per_round': k, 'local_steps': c.fl.local_steps,
+      'server_optimizer': c.fl.server_optimizer, 'aggregator': c.aggregator.name,
+      'executor': 'sweep(client_parallel)', 'num_params': int(num_params),
+      'upload_bytes_per_client': 4 * int(num_params),
+      'mean_round_seconds': (float(np.mean([x['round_seconds'] for x in rows])) if rows
+                             else None)}
+  summary = runner.build_summary(c, dataset, train_people, test_people, result, baseline)
+  summary.update(
+      final_train_loss=rows[-1]['train_loss'] if rows else None,
+      status='done' if rejected_round == 0 else 'rejected',
+      sweep={'group': gid, 'runs_in_group': num_runs,
+             'overrides': {f: v for f, v in run.overrides}})
+  if rejected_round:
+    summary['failure'] = (f'Round {rejected_round}: an individual update or the training loss '
+                          'was NaN or inf; the run stopped with its model of round '
+                          f'{rejected_round - 1}. Lower the client learning rate.')
+  return summary

@@ -1,0 +1,102 @@
+r"""Runs a hyperparameter sweep into a sweep directory: the library side of experiments/sweep.py.
+
+``run_sweep(config, sweep_dir)`` expands ``config.sweep.grid`` into runs
+(`spec.expand`), trains every group of runs that share a program structure as one
+batched program (`group.train_group`), and writes::
+
+  <sweep_dir>/sweep.json          the grid and the runs' swept values
+  <sweep_dir>/runs/<run>/         one ordinary workdir per run (config, metrics, summary,
+                                  final checkpoint)
+  <sweep_dir>/groups/<id>/        a group's stacked checkpoints while it trains
+  <sweep_dir>/results.md          the table sorted by held-out error (also results.json)
+  <sweep_dir>/best_config.py      the best run's config, ready for experiments.train
+
+Re-running the same sweep resumes: finished runs (``summary.json`` with the same
+config) are reused, an interrupted group resumes from its latest checkpoint, and
+runs added to the grid are trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import logging
+import ml_collections
+
+from privateyes_jax import runner
+from privateyes_jax import workdir as workdir_lib
+from privateyes_jax.sweeps import group as group_lib
+from privateyes_jax.sweeps import report
+from privateyes_jax.sweeps import spec as spec_lib
+
+SPEC_FILE = 'sweep.json'
+
+
+def prepare(config: ml_collections.ConfigDict) -> list[spec_lib.Run]:
+  """The sweep's runs, each validated; raises before any file is touched."""
+  runs = spec_lib.expand(config)
+  for run in runs:
+    try:
+      runner.validate(run.config)
+    except ValueError as e:
+      raise spec_lib.SweepSpecError(f'Run {run.name}: {e}') from e
+    spec_lib.check_supported(run)
+  spec_lib.group_runs(runs, config.sweep.get('max_runs_per_program', 0))  # Validates it.
+  return runs
+
+
+def _finished(sweep_dir: str, run: spec_lib.Run) -> dict | None:
+  """The run's summary if its workdir holds this config and a summary, else None."""
+  path = group_lib.run_dir(sweep_dir, run)
+  try:
+    with open(os.path.join(path, workdir_lib.CONFIG_FILE)) as f:
+      old = json.load(f)
+    with open(os.path.join(path, workdir_lib.SUMMARY_FILE)) as f:
+      summary = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+  return summary if old == workdir_lib.config_to_dict(run.config) else None
+
+
+def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, overwrite: bool = False,
+              halt_after: int | None = None) -> dict:
+  """Runs (or resumes) the sweep ``config`` in ``sweep_dir``.
+
+  Args:
+    config: an experiment config with a ``sweep`` section (experiments/configs/sweep.py).
+    sweep_dir: the sweep's directory.
+    overwrite: replace runs in ``sweep_dir`` whose config differs instead of refusing.
+    halt_after: stop the first group that trains after this many rounds, as if
+      interrupted (tests and drills); nothing else is written then.
+
+  Returns:
+    ``{'halted_at_round': t}``, or ``{'table', 'best_run', 'best_reason', 'rows',
+    'trained_runs'}``.
+  """
+  runs = prepare(config)
+  if not sweep_dir:
+    raise workdir_lib.WorkdirError('No sweep directory given: pass --workdir=/path/to/sweep.')
+  os.makedirs(os.path.join(sweep_dir, group_lib.RUNS_DIR), exist_ok=True)
+  for run in runs:  # Refuse (or clear, with overwrite) other runs before any training.
+    workdir_lib.Workdir.open(group_lib.run_dir(sweep_dir, run), run.config,
+                             overwrite=overwrite).close()
+  workdir_lib.write_json(os.path.join(sweep_dir, SPEC_FILE), {
+      'grid': config.sweep.grid,
+      'runs': [{'name': r.name, 'overrides': dict(r.overrides)} for r in runs]})
+
+  summaries = {r.name: s for r in runs if (s := _finished(sweep_dir, r)) is not None}
+  pending = [r for r in runs if r.name not in summaries]
+  groups = spec_lib.group_runs(pending, config.sweep.get('max_runs_per_program', 0))
+  logging.info('Sweep %s: %d runs, %d finished, %d to train in %d group(s).', sweep_dir,
+               len(runs), len(summaries), len(pending), len(groups))
+  data_cache = {}
+  for members in groups:
+    out = group_lib.train_group(members, sweep_dir, halt_after=halt_after,
+                                data_cache=data_cache)
+    if 'halted_at_round' in out:
+      return out
+    summaries.update(out)
+  result = report.write(sweep_dir, runs, summaries, config.sweep.grid)
+  result['trained_runs'] = len(pending)
+  return result
