@@ -37,7 +37,10 @@ def get_config(arg: str | None = None):
   c.fl.server_lr = 1.0
   c.fl.server_schedule = 'cosine'
   if method == 'local':
-    c.fl.eval_every = 30  # Evaluating 15 models is the costly part of a local-only round.
+    # Each person alone plateaus by round 20 (11.9 deg at 60 rounds, docs/BENCHMARKS.md);
+    # evaluating 15 models is the costly part of a local-only round.
+    c.fl.rounds = 20
+    c.fl.eval_every = 10
   if method == 'privateyes':
     c.aggregator.name = 'privateyes'
   if method in ('fedavg', 'privateyes'):

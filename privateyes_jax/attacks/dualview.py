@@ -404,7 +404,7 @@ def recover_gaze(apply_fn: Callable, global_params: PyTree, model_change: PyTree
   return np.asarray(pred, np.float32)
 
 
-def gaze_distribution(points: np.ndarray, within_person_cov: np.ndarray, num_samples: int = 256,
+def gaze_distribution(points: np.ndarray, within_person_cov: np.ndarray, num_samples: int = 1024,
                       seed: int = 0) -> np.ndarray:
   """View 2 as a distribution: samples of N(mean of the recovered gaze, Σ_within).
 
