@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from privateyes_jax import workdir as workdir_lib
+from privateyes_jax.attacks import pipeline
 
 FIGURES_DIR = 'figures'
 REPORT_FILE = 'report.md'
@@ -257,7 +258,8 @@ def privacy_section(attacks: Sequence[Attack], figures: dict[str, list[str]]) ->
     s = a.summary
     rows = [[name, f'{t["reidentified"]}/{t["num_people"]}', f'{t["top5"]}/{t["num_people"]}',
              _fmt(t['psnr']), _fmt(t['ssim'], '.3f'), _fmt(t['gaze_error_deg']),
-             _fmt(t['gaze_kl'])] for name, t in s['threat_models'].items()]
+             _fmt(t['gaze_kl'])]
+            for name, t in pipeline.in_threat_order(s['threat_models']).items()]
     ref = s.get('population_gaze_reference') or {}
     rows.append(['no leakage (guess the population)', '', '', '', '',
                  _fmt(ref.get('gaze_error_deg')), _fmt(ref.get('gaze_kl'))])

@@ -292,8 +292,15 @@ def threat_targets(recorded: RecordedRound) -> list[Target]:
 
 
 # ----------------------------------------------------------------------------- the attack
+def in_threat_order(rows: dict[str, Any]) -> dict[str, Any]:
+  """``rows`` keyed by threat model, in `THREAT_MODELS` order (JSON files sort keys)."""
+  rank = lambda name: THREAT_MODELS.index(name) if name in THREAT_MODELS else len(THREAT_MODELS)
+  return {name: rows[name] for name in sorted(rows, key=lambda n: (rank(n), n))}
+
+
 def format_table(rows: dict[str, dict]) -> str:
   """The privacy table: one line per threat model."""
+  rows = in_threat_order(rows)
   lines = [f'{"threat model":<24} {"re-identified":>13} {"top-5":>7} {"PSNR":>6} {"SSIM":>6} '
            f'{"gaze err (deg)":>14} {"gaze KL":>8}']
   for name, s in rows.items():

@@ -573,13 +573,32 @@ class SecureAggregator:
       (input_seeds, opening_seeds, check_randomness), timings['preprocessing_s'] = _timed(
           round_seeds, key, num_clients, self.num_servers, self.mode)
 
-      # Dealer masks, client inputs and the servers' local sums, chunk by chunk.
-      start_time = time.perf_counter()
       _, stats = fused.init_accumulators(self.mode, self.spec, self.num_servers,
                                          num_elements, num_clients)
-      acc = None  # The first chunk's sums become the accumulators.
       static = dict(mode=self.mode, spec=self.spec, num_servers=self.num_servers,
                     prg=self.prg, chunk=chunk, num_clients=num_clients)
+      privateyes = self.mode == 'privateyes'
+      dealer_acc = opening = None
+      if privateyes:
+        # OFFLINE, the simulated dealer: the sums of the input masks' shares and the
+        # opening masks [[2^k r']], from the seeds alone (a deployment produces them
+        # before the round). Timed apart, as preprocessing.
+        start_time = time.perf_counter()
+        no_inputs = jnp.zeros((0, num_params), jnp.float32)
+        for n in range(num_chunks):
+          dealer_acc, stats, _ = fused.accumulate(
+              dealer_acc, stats, no_inputs, jnp.int32(0), weights, input_seeds, max_weight,
+              jnp.int32(n), phase='dealer', **static)
+        opening = fused.dealer_opening_masks(
+            opening_seeds, state.mac_key_shares, num_elements=num_elements, spec=self.spec,
+            prg=self.prg)
+        jax.block_until_ready((dealer_acc, opening))
+        timings['preprocessing_s'] += time.perf_counter() - start_time
+
+      # ONLINE: the clients' masked inputs (privateyes) or shares (semi-honest) and
+      # the servers' local sums, chunk by chunk.
+      start_time = time.perf_counter()
+      acc = None  # The first chunk's sums become the accumulators.
       estimate = (np.zeros((num_clients, num_elements), np.uint64)
                   if self.record_view else None)
       for n in range(num_chunks):
@@ -589,13 +608,16 @@ class SecureAggregator:
         acc, stats, part = fused.accumulate(
             acc, stats, block, jnp.int32(offset), weights, input_seeds, max_weight,
             jnp.int32(n), coalition=self.coalition if self.record_view else None,
-            **static)
+            phase='online' if privateyes else 'all', **static)
         if part is not None:
           # Rows overlapping the previous chunk are recomputed identically.
           estimate[start:start + chunk] = np.asarray(jax.device_get(part))
       if acc is None:  # No clients at all.
         acc, _ = fused.init_accumulators(self.mode, self.spec, self.num_servers,
                                          num_elements, num_clients)
+      elif privateyes:
+        acc = fused.combine_phases(dealer_acc, acc, spec=self.spec,
+                                   num_servers=self.num_servers)
       # Nothing is opened before every scaled value is known to be in range.
       fused.host_range_check(
           stats, lambda c: scale_individual_updates(
@@ -615,7 +637,7 @@ class SecureAggregator:
       out, replay = jax.block_until_ready(fused.finalize(
           acc, state.mac_key_shares, opening_seeds, check_randomness,
           max_weight, params, target, previous_value, previous_mac,
-          state.has_previous, mode=self.mode, spec=self.spec,
+          state.has_previous, opening, mode=self.mode, spec=self.spec,
           num_servers=self.num_servers, prg=self.prg, adversarial=adversary.active,
           with_view=self.record_view))
       timings['aggregation_s'] = time.perf_counter() - start_time

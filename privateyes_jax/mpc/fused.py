@@ -137,23 +137,37 @@ def encode(scaled, spec: ring.RingSpec, dtype):
 
 
 def _mask_words(seeds, counter, num_servers, spec, prg):
-  """Dealer: value shares r_ci (S) and random MAC shares m_ci (S-1) of [[r_c]].
+  """Dealer: the mask r_c, value shares r_ci (S) and random MAC shares m_ci (S-1) of [[r_c]].
 
   Args:
-    seeds: uint64 ``[n, S, 2]``; server i's words are PRG(seed_ci): lane 0 its
-      value share, lane 1 its MAC share (unused for i = S-1).
+    seeds: uint64 ``[n, S, 2]``. For i < S-1, PRG(seed_ci) gives server i's value
+      share (lane 0) and MAC share (lane 1); PRG(seed_c,S-1) lane 0 is the mask
+      r_c itself (`client_mask`), and server S-1's value share is r_c − Σ others.
     counter: uint32 ``[E]``.
 
   Returns:
-    (S arrays ``[n, E]``, S-1 arrays ``[n, E]``), uint64 in Z_2^(k+s). One
-    vectorised block function for all servers keeps the program (and compile
-    time) small.
+    (S arrays ``[n, E]``, S-1 arrays ``[n, E]``, r_c ``[n, E]``), uint64 in
+    Z_2^(k+s). One vectorised block function for all servers keeps the program
+    (and compile time) small.
   """
   bits = spec.ring_bits
   lanes = prg_lib.words64(seeds[:, :, None, :], counter, 2, prg)  # [n, S, E] each.
-  values = [ring.mask_bits(lanes[0][:, i], bits) for i in range(num_servers)]
+  r = ring.mask_bits(lanes[0][:, num_servers - 1], bits)
+  values = [ring.mask_bits(lanes[0][:, i], bits) for i in range(num_servers - 1)]
+  values.append(ring.mask_bits(r - _sum(values, 64), bits) if values else r)
   macs = [ring.mask_bits(lanes[1][:, i], bits) for i in range(num_servers - 1)]
-  return values, macs
+  return values, macs, r
+
+
+def client_mask(seeds, counter, num_servers, spec, prg):
+  """What client c learns of its mask in the online phase: r_c mod 2^k, ``[n, E]`` uint64.
+
+  One PRG block per element (the dealer's stream for r_c, `_mask_words`): a third
+  of the dealer's S blocks per client element. (Using both lanes of half as many
+  blocks measured no faster on XLA:CPU: the interleave costs what it saves.)
+  """
+  lane = prg_lib.words64(seeds[:, num_servers - 1, None, :], counter, 1, prg)[0]
+  return ring.mask_bits(lane, spec.k)
 
 
 def _share_words(seeds, counter, num_servers, spec, prg, dtype):
@@ -177,10 +191,9 @@ def input_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.AuthSh
   """DEALER: [[r_c]] for the clients of ``seeds`` ``[n, S, 2]``: ``[S, n, E]``."""
   num_servers = mac_key_shares.shape[0]
   counter = prg_lib.element_counter(num_elements)
-  values, macs = _mask_words(seeds, counter, num_servers, spec, prg)
+  values, macs, r = _mask_words(seeds, counter, num_servers, spec, prg)
   bits = spec.ring_bits
   alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
-  r = _sum(values, bits)
   last_mac = ring.mask_bits(alpha * r - _sum(macs, 64), bits) if macs else (
       ring.mask_bits(alpha * r, bits))
   return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs + [last_mac]))
@@ -209,6 +222,12 @@ def opening_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.Auth
   values.append(ring.mask_bits(top - _sum(values, 64), bits))
   macs.append(ring.mask_bits(alpha * top - _sum(macs, 64), bits))
   return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs))
+
+
+@functools.partial(jax.jit, static_argnames=('num_elements', 'spec', 'prg'))
+def dealer_opening_masks(opening_seeds, mac_key_words, *, num_elements, spec, prg):
+  """DEALER (offline phase): [[2^k r']] ``[S, E]`` of the round's masked opening."""
+  return opening_masks(opening_seeds, ring.from_words(mac_key_words), num_elements, spec, prg)
 
 
 def round_seed_tables(root, num_clients, num_inputs, num_servers, role, with_check):
@@ -262,48 +281,57 @@ def check_coefficients(joint_seed, num_elements, spec, prg):
 
 
 def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
-           mode, spec, num_servers, prg, chunk, num_clients, coalition):
+           mode, spec, num_servers, prg, chunk, num_clients, coalition, phase):
   """Chunk n: rows [start, start + chunk), start = min(n·chunk, C − chunk).
 
   Rows below n·chunk were in chunk n−1 (the last chunk overlaps instead of
-  padding); they are recomputed identically but not added again.
+  padding); they are recomputed identically but not added again. ``phase``
+  (privateyes): 'dealer' sums the masks' shares (data-independent), 'online'
+  the clients' masked inputs ε_c, 'all' both at once (see `accumulate`).
   """
-  num_params = block.shape[1]
-  num_elements = num_params + 1
+  num_elements = block.shape[1] + 1  # The dealer phase gets a [0, P] block.
   n = jnp.asarray(n, jnp.int32)
   block_offset = jnp.asarray(block_offset, jnp.int32)
   start = jnp.minimum(n * chunk, num_clients - chunk).astype(jnp.int32)
   rows = start + jnp.arange(chunk, dtype=jnp.int32)
-  updates = lax.dynamic_slice(block, (start - block_offset, _I0), (chunk, num_params))
   w = lax.dynamic_slice(weights, (start,), (chunk,))
-  scaled = scale(updates, w, max_weight)
   submitted = w > 0
   include = (submitted & (rows >= n * chunk))[:, None]
-
-  chunk_stats = range_stats(updates, w, max_weight)
-  stats = RangeStats(*(lax.dynamic_update_slice(full, part, (start,))
-                       for full, part in zip(stats, chunk_stats)))
-
   dtype = word_dtype(mode, spec)
-  x = encode(scaled, spec, dtype)
+
+  if phase != 'dealer':  # The dealer never sees the inputs.
+    updates = lax.dynamic_slice(block, (start - block_offset, _I0), (chunk, block.shape[1]))
+    chunk_stats = range_stats(updates, w, max_weight)
+    stats = RangeStats(*(lax.dynamic_update_slice(full, part, (start,))
+                         for full, part in zip(stats, chunk_stats)))
+    x = encode(scale(updates, w, max_weight), spec, dtype)
   row_seeds = lax.dynamic_slice(seeds, (start, _I0, _I0), (chunk,) + seeds.shape[1:])
   counter = prg_lib.element_counter(num_elements)
   zero = dtype(0)
+  estimate = None
   if mode == 'privateyes':
     bits = spec.ring_bits
-    values, macs = _mask_words(row_seeds, counter, num_servers, spec, prg)
-    r_low = _sum(values, spec.k)  # The client only learns r_c mod 2^k.
-    epsilon = jnp.where(submitted[:, None], _mask(x - r_low, spec.k), zero)
-    terms = values + macs + [epsilon]
-    estimate = None
-    if coalition is not None:
-      estimate = jnp.where(submitted[:, None],
-                           _sum([epsilon] + [values[i] for i in coalition], bits), zero)
+    terms = []
+    if phase in ('dealer', 'all'):
+      values, macs, r = _mask_words(row_seeds, counter, num_servers, spec, prg)
+      # 'all' keeps every server's share sum; 'dealer' sums r_c instead of r_c,S-1
+      # (`combine_phases` derives it), which the online phase does not need.
+      terms += (values if phase == 'all' else values[:-1] + [r]) + macs
+    if phase in ('online', 'all'):
+      # The client only learns r_c mod 2^k.
+      r_low = (_mask(r, spec.k) if phase == 'all' else
+               client_mask(row_seeds, counter, num_servers, spec, prg))
+      epsilon = jnp.where(submitted[:, None], _mask(x - r_low, spec.k), zero)
+      terms.append(epsilon)
+      if coalition is not None:  # Recorded rounds only.
+        if phase == 'online':
+          values = _mask_words(row_seeds, counter, num_servers, spec, prg)[0]
+        estimate = jnp.where(submitted[:, None],
+                             _sum([epsilon] + [values[i] for i in coalition], bits), zero)
   else:
     bits = spec.k
     shares = _share_words(row_seeds, counter, num_servers, spec, prg, dtype)
     terms = shares + [x]
-    estimate = None
     if coalition is not None:
       full = shares + [_mask(x - _sum(shares, 64), bits)] if shares else [x]
       estimate = jnp.where(submitted[:, None], _sum([full[i] for i in coalition], bits),
@@ -320,13 +348,23 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
   return acc, stats, estimate
 
 
-_STATIC = ('mode', 'spec', 'num_servers', 'prg', 'chunk', 'num_clients', 'coalition')
+_STATIC = ('mode', 'spec', 'num_servers', 'prg', 'chunk', 'num_clients', 'coalition', 'phase')
+PHASES = ('all', 'dealer', 'online')
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0, 1))
 def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *,
-               mode, spec, num_servers, prg, chunk, num_clients, coalition=None):
+               mode, spec, num_servers, prg, chunk, num_clients, coalition=None,
+               phase='all'):
   """Chunk n of the clients, added to the accumulators (one fused program).
+
+  privateyes runs in two phases, so that the data-independent DEALER work (the
+  offline phase a deployment runs before the round) is timed apart from the
+  online phase: ``phase='dealer'`` accumulates R_0..R_S-2, R = Σ_c r_c and
+  Mr_0..Mr_S-2 (2S-1 arrays) from the seeds alone; ``phase='online'`` the clients'
+  ε_c = x_c − r_c mod 2^k (1 array; one PRG block per element) with the range
+  statistics. `combine_phases` gives the accumulators of ``phase='all'``, which
+  does both in one pass (2S arrays; semi-honest mode has one phase).
 
   One call per chunk: XLA:CPU does not fuse the share generation into the
   reduction inside a ``fori_loop`` body (it writes every PRG word to memory, 6x
@@ -336,7 +374,8 @@ def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *
     acc: ``num_accumulators`` arrays ``[E]`` (``word_dtype``), donated.
     stats: ``RangeStats`` of all ``[C]`` clients, donated.
     block: float32 ``[B, P]`` holding global rows ``block_offset ..``: the whole
-      update matrix (device-resident), or one chunk's rows (host-resident input).
+      update matrix (device-resident), or one chunk's rows (host-resident input);
+      ``[0, P]`` for ``phase='dealer'``, which reads no inputs.
     block_offset: int32, global row of ``block[0]``.
     weights: float32 ``[C]``.
     seeds: uint64 ``[C, S or S-1, 2]`` per-(client, server) seeds.
@@ -351,9 +390,24 @@ def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *
   Returns:
     (acc, stats, estimate or None).
   """
+  if phase not in PHASES or (phase != 'all' and mode != 'privateyes'):
+    raise ValueError(f'phase={phase!r}: must be one of {PHASES} ("all" for {mode}).')
   return _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight,
                 mode=mode, spec=spec, num_servers=num_servers, prg=prg, chunk=chunk,
-                num_clients=num_clients, coalition=coalition)
+                num_clients=num_clients, coalition=coalition, phase=phase)
+
+
+@functools.partial(jax.jit, static_argnames=('spec', 'num_servers'))
+def combine_phases(dealer_acc, online_acc, *, spec, num_servers):
+  """privateyes accumulators of ``phase='all'`` from the two phases' (see `accumulate`).
+
+  R_S-1 = R − Σ_{i<S-1} R_i, so the tuple is R_0..R_S-1, Mr_0..Mr_S-2, Eps.
+  """
+  r_sums = list(dealer_acc[:num_servers - 1])
+  total = dealer_acc[num_servers - 1]
+  macs = list(dealer_acc[num_servers:])
+  last = ring.mask_bits(total - _sum(r_sums, 64) if r_sums else total, spec.ring_bits)
+  return tuple(r_sums + [last] + macs + [online_acc[0]])
 
 
 def chunk_start(n: int, chunk: int, num_clients: int) -> int:
@@ -508,8 +562,13 @@ class TargetRows(NamedTuple):
                                              'adversarial', 'with_view'))
 def finalize(acc, mac_key_words, opening_seeds, check_randomness, max_weight, params,
              target: TargetRows, previous_value_words, previous_mac_words,
-             has_previous, *, mode, spec, num_servers, prg, adversarial, with_view):
+             has_previous, opening=None, *, mode, spec, num_servers, prg, adversarial,
+             with_view):
   """Accumulators → [[Σ x]] → (deviations) → open → check values, one program.
+
+  ``opening``: the dealer's [[2^k r']] (`dealer_opening_masks`, made in the offline
+  phase); None generates it here from ``opening_seeds`` (streamed into the opening
+  without writing ``[S, E]`` out, when no view is recorded).
 
   With ``adversarial``, the target client's shares are recomputed from its seeds
   (``target_client_shares``) for ``drop_client`` / ``replay_client`` (a no-op
@@ -538,12 +597,11 @@ def finalize(acc, mac_key_words, opening_seeds, check_randomness, max_weight, pa
     own = lambda a: ring.to_words(lax.dynamic_index_in_dim(a, params.server,
                                                            keepdims=False))
     replay = (own(t_value), own(t_mac if t_mac is not None else t_value))
-  if privateyes and not with_view:
+  if privateyes and opening is None and not with_view:
     return _open_and_check_streamed(
         value, mac, opening_seeds, mac_key_shares, check_randomness, max_weight,
         params, spec=spec, prg=prg, adversarial=adversarial), replay
-  opening = None
-  if privateyes:
+  if privateyes and opening is None:
     opening = opening_masks(opening_seeds, mac_key_shares, value.shape[1], spec, prg)
   return open_and_check(value, mac, opening, mac_key_shares, check_randomness,
                         max_weight, params, mode=mode, spec=spec,
