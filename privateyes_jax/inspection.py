@@ -49,8 +49,20 @@ _VIEW_FILE = re.compile(r'round_(\d+)\.npz$')
 
 # ------------------------------------------------------------------ finding runs
 def is_workdir(path: str) -> bool:
-  """Whether ``path`` is a run's workdir (a directory holding ``config.json``)."""
-  return os.path.isfile(os.path.join(path, workdir_lib.CONFIG_FILE))
+  """Whether ``path`` is a run's workdir: its ``config.json`` is a training config.
+
+  An attack directory or a sweep's group directory also holds a ``config.json``
+  (the attack's identity, the group's members); they are not runs.
+  """
+  config_path = os.path.join(path, workdir_lib.CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    return False
+  try:
+    with open(config_path) as f:
+      config = json.load(f)
+  except (OSError, ValueError):
+    return True  # A run whose config is unreadable: reported as such by the caller.
+  return isinstance(config, dict) and 'method' in config
 
 
 def find_runs(root: str) -> list[str]:

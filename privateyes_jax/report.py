@@ -166,6 +166,14 @@ def check_compatible(runs: Sequence[Run]) -> dict[str, list[Run]]:
         raise ReportError(f'Runs of dataset {dataset!r} have different label kinds '
                           f'({reference.path}: {reference.summary.get("label_kind")}, '
                           f'{r.path}: {r.summary.get("label_kind")}).')
+    labels = [r.method for r in group]
+    repeated = sorted({m for m in labels if labels.count(m) > 1})
+    if repeated:
+      names = [r.path for r in group if r.method in repeated]
+      raise ReportError(
+          f'Runs of dataset {dataset!r} share the method label(s) {repeated} ({names}); the '
+          'tables have one column per method. Report them separately (a sweep ranks its own '
+          'runs in results.md).')
   return dict(groups)
 
 
@@ -325,7 +333,9 @@ def build_report(paths: Sequence[str], out_dir: str) -> str:
     plot_error_curves(os.path.join(fig_dir, name), d, group)
     curves.append(f'{FIGURES_DIR}/{name}')
   attack_figures = {}
-  for a in attacks:
+  for i, a in enumerate(attacks):
+    if a.name in attack_figures:  # Two attack directories of the same name.
+      a.name = f'{a.name}#{i}'
     attack_figures[a.name] = []
     for png in ('reconstructions.png', 'gaze.png'):
       src = os.path.join(a.path, png)

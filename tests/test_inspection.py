@@ -230,3 +230,14 @@ def test_cli(runs):
   assert 'num_peeple' in unknown.stderr and 'Traceback' not in unknown.stderr
   with open(os.path.join(path, 'config.json')) as f:
     assert json.load(f)['method'] == 'federated'  # Untouched.
+
+
+def test_only_training_configs_are_runs(tmp_path):
+  """An attack directory or a sweep group also holds a config.json; they are not runs."""
+  for name, config in (('run', {'method': 'federated'}), ('attack', {'attack_config': {}}),
+                       ('group', {'members': []})):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'config.json').write_text(json.dumps(config))
+  assert inspection.is_workdir(str(tmp_path / 'run'))
+  assert not inspection.is_workdir(str(tmp_path / 'attack'))
+  assert not inspection.is_workdir(str(tmp_path / 'group'))

@@ -61,6 +61,10 @@ def test_report_refuses_incomparable_runs_and_bad_paths(demo_like, tmp_path):
   with pytest.raises(report.ReportError, match='different held-out people') as e:
     report.build_report([str(demo_like / 'centralized'), str(other)], str(tmp_path / 'r'))
   assert str(other) in str(e.value)
+  twin = tmp_path / 'twin'
+  shutil.copytree(demo_like / 'centralized', twin / 'centralized')
+  with pytest.raises(report.ReportError, match="share the method label"):
+    report.build_report([str(demo_like / 'centralized'), str(twin)], str(tmp_path / 'r'))
   with pytest.raises(report.ReportError, match='not a directory'):
     report.build_report([str(tmp_path / 'missing')], str(tmp_path / 'r'))
   (tmp_path / 'empty').mkdir()

@@ -245,6 +245,8 @@ def test_discrete_groups_and_diverging_runs(tmp_path):
       summaries[name] = json.load(f)
   assert summaries['local_steps=2,learning_rate=1e+30']['failure'].startswith('Round 1:')
   assert summaries['local_steps=1,learning_rate=1e+30']['failure'].startswith('Round 2:')
+  # It was evaluated after round 1 (eval_every=1), but that is not its result.
+  assert summaries['local_steps=1,learning_rate=1e+30']['test_error'] is None
   groups = {s['sweep']['group'] for s in summaries.values()}
   assert len(groups) == 2 and all(s['sweep']['runs_in_group'] == 2 for s in summaries.values())
   # The diverged run keeps its last good model (round 1) as an ordinary checkpoint.

@@ -43,6 +43,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import time
 from typing import Any, Sequence
 
@@ -123,6 +124,7 @@ class RecordedRound:
     config: the run's config (from its ``config.json``).
     round: 1-based round number.
     clients: the round's clients (their real data, for the evaluation only).
+    federation: the names of every training person of the run (sampled or not).
     initial_params: θ_0, the public initialisation (the run's seed).
     global_params: θ_r, the model the round started from.
     output_params: θ_{r+1}, the round's output model.
@@ -135,6 +137,7 @@ class RecordedRound:
   config: ml_collections.ConfigDict
   round: int
   clients: list[base.PersonData]
+  federation: tuple[str, ...]
   initial_params: Any
   global_params: Any
   output_params: Any
@@ -239,6 +242,7 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
     raise ViewError(f'The view of round {int(view["round"])} in {run_dir!r} holds neither '
                     'individual updates nor a coalition\'s shares.')
   return RecordedRound(run_dir=run_dir, config=config, round=int(view['round']), clients=clients,
+                       federation=tuple(train_people.person_names),
                        initial_params=initial,
                        global_params=unflat(view['global_params'], 'global_params'),
                        output_params=unflat(view['output_model'], 'output_model'),
@@ -333,6 +337,8 @@ def _check_attack_dir(attack_dir: str, identity: dict, overwrite: bool) -> dict 
       for name in (workdir_lib.SUMMARY_FILE, workdir_lib.CONFIG_FILE):
         if os.path.exists(os.path.join(attack_dir, name)):
           os.remove(os.path.join(attack_dir, name))
+      if old.get('attack_config', {}).get('prior') != identity['attack_config']['prior']:
+        shutil.rmtree(os.path.join(attack_dir, 'prior'), ignore_errors=True)
     else:
       summary = os.path.join(attack_dir, workdir_lib.SUMMARY_FILE)
       if os.path.exists(summary):
@@ -394,7 +400,7 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   t = time.perf_counter()
   prior = gan_prior.train_prior(
       config.prior, os.path.join(os.path.abspath(attack_dir), 'prior') if attack_dir else None,
-      excluded_people=tuple(sorted({p.person for r in runs for p in r.clients})))
+      excluded_people=tuple(sorted({name for r in runs for name in r.federation})))
   timings['prior_s'] = time.perf_counter() - t
 
   t = time.perf_counter()

@@ -126,8 +126,10 @@ def round_seeds(key, num_clients, num_servers, mode):
   """Per-(client, server) seeds ``[C, S or S-1, 2]``, opening seeds ``[S, 2]``
   and the check's randomness (``fused.check_seeds``; None semi-honest).
 
-  privateyes: the DEALER's seeds of each server's share of [[r_c]] (what a
-  seed-compressed dealer would send each server). Semi-honest: client c's seeds
+  privateyes: the DEALER's seeds of [[r_c]]: for servers i < S-1 the seed of their
+  value and MAC shares (what a seed-compressed dealer sends server i); column
+  S-1 is the dealer's own seed of r_c, never sent (server S-1 gets its shares in
+  full, `costs.dealer_send_bytes`). Semi-honest: client c's seeds
   of its S-1 random shares (what the client sends instead of those shares).
   All are Threefry sub-seeds of the round key (``prg.child_seed``).
   """
@@ -397,15 +399,21 @@ class SecureAggregator:
     num_elements = num_params + 1
     chunk = self.chunk_size(num_clients, num_params)
     word = np.dtype(fused.word_dtype(self.mode, self.spec)).itemsize
+    accumulators = fused.num_accumulators(self.mode, self.num_servers)
+    opening = 0
+    if self.mode == 'privateyes':
+      # The dealer's 2S-1 sums and the online one live until combined into 2S; the
+      # dealer's opening masks [[2^k r']] (value and MAC, [S, E]) until the opening.
+      accumulators *= 2
+      opening = 2 * self.num_servers * num_elements * 8
     return {
         'client_chunk': chunk,
         'num_chunks': -(-num_clients // chunk),
         'bytes_per_client_in_chunk': self.bytes_per_client(num_params),
         'chunk_working_set_bytes': chunk * self.bytes_per_client(num_params),
-        'accumulator_bytes': fused.num_accumulators(self.mode, self.num_servers)
-                             * num_elements * word,
+        'accumulator_bytes': accumulators * num_elements * word,
         'per_round_fixed_bytes': num_clients * (self.num_servers * 16 + 9)
-                                 + 3 * self.num_servers * num_elements * 8,
+                                 + 3 * self.num_servers * num_elements * 8 + opening,
         'view_host_bytes': num_clients * num_elements * 8 if self.record_view else 0,
     }
 

@@ -116,13 +116,14 @@ def dealer_send_bytes(spec: ring.RingSpec, num_servers: int, num_submitted: int,
                       num_elements: int) -> int:
   """Seed-compressed preprocessing of one privateyes round (simulated DEALER).
 
-  The dealer sends each server one 16-byte seed per client (its value share of
-  [[r_c]] and, for servers < S-1, its MAC share are PRG expansions of it), and
-  the last server the MAC correction share α·r_c − Σ others in full (E·⌈(k+s)/8⌉
-  per client); the opening masks likewise. A deployment replaces the dealer by
-  SPDZ2k's preprocessing, whose cost ``estimate_offline_phase`` estimates.
+  The dealer sends each server i < S-1 one 16-byte seed per client (its value
+  and MAC shares of [[r_c]] are PRG expansions of it) and the last server both
+  of its shares in full, r_c − Σ others and α·r_c − Σ others (2·E·⌈(k+s)/8⌉ per
+  client): the dealer's own seed of r_c must stay with the dealer. The opening
+  masks likewise. A deployment replaces the dealer by SPDZ2k's preprocessing,
+  whose cost ``estimate_offline_phase`` estimates.
   """
-  per_client = num_servers * SEED_BYTES + num_elements * spec.share_bytes
+  per_client = (num_servers - 1) * SEED_BYTES + 2 * num_elements * spec.share_bytes
   return (num_submitted + 1) * per_client
 
 

@@ -15,13 +15,16 @@ global index), never on the chunk size.
 
 What is accumulated (all arithmetic mod 2^(k+s) for privateyes, 2^k otherwise):
 
-* privateyes (the dealer gives server i the value share r_ci = PRG(seed_ci)[lane 0]
-  of client c's mask and, for i < S-1, the MAC share m_ci = PRG(seed_ci)[lane 1];
-  r_c = Σ_i r_ci and m_c,S-1 = α r_c − Σ_{i<S-1} m_ci):
+* privateyes (client c's mask is r_c = PRG(seed_c,S-1)[lane 0], a seed only the
+  DEALER holds; for i < S-1 server i's value share is r_ci = PRG(seed_ci)[lane 0]
+  and its MAC share m_ci = PRG(seed_ci)[lane 1]; server S-1 gets
+  r_c,S-1 = r_c − Σ_{i<S-1} r_ci and m_c,S-1 = α r_c − Σ_{i<S-1} m_ci in full):
   R_i = Σ_c r_ci (S), Mr_i = Σ_c m_ci (S-1), Eps = Σ_c ε_c (1). Then the servers'
   shares of Σ_c x_c are V_i = R_i + [i = 0] Eps and M_i = Mr_i + α_i Eps for
   i < S-1, M_S-1 = α Σ_i R_i − Σ_i Mr_i + α_S-1 Eps, exactly the sums of the
-  per-client shares [[x_c]] = [[r_c]] + ε_c.
+  per-client shares [[x_c]] = [[r_c]] + ε_c. The OFFLINE (dealer) phase sums the
+  masks' shares from the seeds alone; the ONLINE phase needs only r_c mod 2^k per
+  client element (what client c learns of its mask) to form ε_c.
 * semi-honest (client c's share for server i < S-1 is PRG(seed_ci)[lane 0], the
   last is x_c − Σ others): A_i = Σ_c s_ci (S-1) and X = Σ_c x_c; V_i = A_i,
   V_S-1 = X − Σ_i A_i.

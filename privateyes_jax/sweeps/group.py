@@ -243,6 +243,7 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       state.update(params=new_params, server_opt_state=new_server)
       for i in np.flatnonzero(alive & ~ok):
         rejected[i] = r + 1
+        errors.pop(i, None)  # An earlier round's error is not this run's result.
         logging.warning('Sweep run %s: round %d rejected (NaN or inf individual update or '
                         'loss); the run stops with its model of round %d.', runs[i].name,
                         r + 1, r)

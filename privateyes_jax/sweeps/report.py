@@ -20,7 +20,9 @@ BEST_CONFIG_FILE = 'best_config.py'
 def _error(summary: dict) -> float:
   """The held-out error used for ranking; rejected runs rank last."""
   value = summary.get('test_error')
-  return math.inf if value is None else float(value)
+  if value is None or summary.get('status') == 'rejected':
+    return math.inf
+  return float(value)
 
 
 def _fmt(value) -> str:

@@ -285,6 +285,9 @@ def check_supported(run: Run) -> None:
                     'equals FedAvg up to fixed-point rounding)')
   if c.get('record_views', ''):
     problems.append('record_views (not recorded in sweeps)')
+  if c.optimizer.get('schedule', 'constant') != 'constant':
+    problems.append(f'optimizer.schedule={c.optimizer.schedule!r} (federated clients restart '
+                    'their optimizer every round; decay fl.server_schedule instead)')
   if c.data.protocol == 'loo' and c.data.fold == -1:
     problems.append('data.fold=-1 (sweep one fold at a time: data.fold=range(N))')
   if c.data.get('partition', 'person') not in ('person', 'iid'):

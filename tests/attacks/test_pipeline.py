@@ -79,6 +79,14 @@ def test_attack_end_to_end_writes_every_threat_model(runs, tmp_path):
   assert again['threat_models'] == saved['threat_models']
   with pytest.raises(workdir_lib.WorkdirError, match='another config'):
     pipeline.run_attack(tiny_attack(seed=7), list(runs), out_dir)
+  assert json.load(open(os.path.join(out_dir, 'summary.json'))) == saved  # Untouched.
+  # --overwrite with another prior replaces the results and retrains the prior.
+  other = tiny_attack()
+  other.prior.batch_size = 4  # Not resumable: the old prior would be refused.
+  redone = pipeline.run_attack(other, [runs[0]], out_dir, overwrite=True)
+  assert list(redone['threat_models']) == ['plain_fl']
+  prior_config = json.load(open(os.path.join(out_dir, 'prior', 'prior_config.json')))
+  assert prior_config['batch_size'] == 4
 
 
 def test_run_without_views_is_refused(tmp_path):

@@ -193,7 +193,8 @@ def test_memory_plan_is_bounded_whatever_the_federation():
     assert 1 <= chunk <= clients
     assert chunk * per_client <= aggregator_lib.DEFAULT_CHUNK_MEMORY_BYTES
   plan = agg.memory_plan(10_000, params)
-  assert plan['accumulator_bytes'] == 6 * (params + 1) * 8
+  # Dealer (2S-1) + online (1) sums and their combination (2S), S = 3.
+  assert plan['accumulator_bytes'] == 12 * (params + 1) * 8
   assert plan['chunk_working_set_bytes'] <= aggregator_lib.DEFAULT_CHUNK_MEMORY_BYTES
   assert agg.chunk_size(15, 1_800_000) == 15  # The CPU demo runs in one chunk.
   assert aggregator_lib.SecureAggregator(max_weight=1.0, client_chunk=4).chunk_size(
@@ -248,7 +249,7 @@ def test_seed_compressed_costs_are_reported():
   elements = NUM_PARAMS + 1
   assert result.stats['mpc/client_upload_bytes'] == elements * 4 + 2 * costs.SEED_BYTES
   assert result.stats['mpc/client_upload_bytes_uncompressed'] == 3 * elements * 4
-  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 11 * (3 * 16 + 1001 * 8)
+  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 11 * (2 * 16 + 2 * 1001 * 8)
 
 
 @pytest.mark.parametrize('kind', ['none', 'add_error'])
