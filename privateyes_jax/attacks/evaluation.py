@@ -204,8 +204,8 @@ def plot_reconstructions(path: str, people: Sequence[base.PersonData],
       ax.axis('off')
       if j < len(tiles):
         ax.imshow(tiles[j][0][..., 0], cmap='gray', vmin=0, vmax=255)
-        if i == 0:
-          ax.set_title(tiles[j][1], fontsize=7)
+        if i == 0:  # 'privateyes_output_model' -> two short lines, not overlapping.
+          ax.set_title(tiles[j][1].replace('_', ' ').replace(' ', '\n', 1), fontsize=6)
     axes[i][0].text(-4, 18, p.person, fontsize=7, ha='right', va='center')
   fig.tight_layout(pad=0.2)
   fig.savefig(path, dpi=110)
