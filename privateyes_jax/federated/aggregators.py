@@ -47,7 +47,10 @@ class Aggregator(Protocol):
     ...
 
   def apply(self, state: Any, updates: jax.Array, weights: jax.Array,
-            key: jax.Array, round_idx: int) -> tuple[Any, AggregateResult]:
+            key: jax.Array, round_idx: int, *,
+            record_view: bool = True) -> tuple[Any, AggregateResult]:
+    """``record_view=False``: this round's view is not wanted (None), even if the
+    aggregator records views."""
     ...
 
 
@@ -76,10 +79,10 @@ class MeanAggregator:
     del key  # Unused.
     return ()
 
-  def apply(self, state, updates, weights, key, round_idx):
+  def apply(self, state, updates, weights, key, round_idx, *, record_view=True):
     del key, round_idx  # Unused.
     mean, total = weighted_mean(updates, weights)
-    view = {'individual_updates': updates} if self.record_view else None
+    view = {'individual_updates': updates} if self.record_view and record_view else None
     return state, AggregateResult(mean, total, True, '', view, {})
 
 

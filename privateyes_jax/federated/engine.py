@@ -182,16 +182,16 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       state['client_params'] = apply_deltas(state['client_params'], local.updates)
     else:
       agg_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 2), r)
+      record = _should_record(config, r, rounds) and workdir_lib.is_primary()
       agg_state, result = aggregator.apply(state['aggregator_state'], local.updates,
-                                           local.weights, agg_key, r)
+                                           local.weights, agg_key, r, record_view=record)
       if not result.ok:
         raise RoundAborted(
             f'Round {r + 1} aborted by the secure aggregation: {result.failure}. The global '
             'model and the saved checkpoints are unchanged.')
       new_params, new_opt_state = server_step(state['params'], state['server_opt_state'],
                                               result.mean_update)
-      if (result.view is not None and _should_record(config, r, rounds)
-          and workdir_lib.is_primary()):
+      if record and result.view is not None:
         _record_view(workdir, r, config, store.names, client_ids, state['params'], new_params,
                      local.weights, result.view)
       state.update(params=new_params, server_opt_state=new_opt_state,

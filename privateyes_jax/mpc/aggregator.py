@@ -489,7 +489,7 @@ class SecureAggregator:
             revealed)
 
   def _result(self, out, check, revealed, estimate, submitted, mac_key_words,
-              num_params, round_idx):
+              num_params, round_idx, with_view=None):
     """AggregateResult (and the view) from the opened values and the check."""
     if check.ok:
       mean, total = out.mean, out.total_weight
@@ -498,7 +498,7 @@ class SecureAggregator:
       mean = jnp.zeros((num_params,), jnp.float32)
       total = jnp.zeros((), jnp.float32)
     view = None
-    if self.record_view:
+    if self.record_view if with_view is None else with_view:
       privateyes = self.mode == 'privateyes'
       view = adversary_lib.coalition_view(
           self.coalition,
@@ -538,8 +538,8 @@ class SecureAggregator:
   # --- one round, chunked and fused (what training uses) -----------------------
 
   def apply(self, state: SecureAggregatorState, updates: jax.Array | np.ndarray,
-            weights: jax.Array, key: jax.Array,
-            round_idx: int) -> tuple[SecureAggregatorState, AggregateResult]:
+            weights: jax.Array, key: jax.Array, round_idx: int, *,
+            record_view: bool = True) -> tuple[SecureAggregatorState, AggregateResult]:
     """One aggregation round: Σ w_c Δ_c / Σ w_c via MPC (see the module docstring).
 
     Args:
@@ -551,6 +551,8 @@ class SecureAggregator:
       key: this round's key (fold of the root seed); everything random in the
         round derives from it, so a resumed run repeats the round exactly.
       round_idx: the round number (clients tag their inputs with it).
+      record_view: False skips the coalition's view in a round nobody records
+        (it costs a regeneration of every share and a [C, E] copy to the host).
 
     Returns:
       (state, AggregateResult) with ``ok`` False and ``failure`` set when a
@@ -561,6 +563,7 @@ class SecureAggregator:
         element of a scaled value that could wrap when summed (raised after the
         fused pass computed the statistics, before anything is opened).
     """
+    with_view = self.record_view and record_view
     on_host = isinstance(updates, np.ndarray)
     updates = (np.asarray(updates, np.float32) if on_host
                else jnp.asarray(updates, jnp.float32))
@@ -608,14 +611,14 @@ class SecureAggregator:
       start_time = time.perf_counter()
       acc = None  # The first chunk's sums become the accumulators.
       estimate = (np.zeros((num_clients, num_elements), np.uint64)
-                  if self.record_view else None)
+                  if with_view else None)
       for n in range(num_chunks):
         start = fused.chunk_start(n, chunk, num_clients)
         block, offset = ((jnp.asarray(updates[start:start + chunk]), start)
                          if on_host else (updates, 0))
         acc, stats, part = fused.accumulate(
             acc, stats, block, jnp.int32(offset), weights, input_seeds, max_weight,
-            jnp.int32(n), coalition=self.coalition if self.record_view else None,
+            jnp.int32(n), coalition=self.coalition if with_view else None,
             phase='online' if privateyes else 'all', **static)
         if part is not None:
           # Rows overlapping the previous chunk are recomputed identically.
@@ -647,7 +650,7 @@ class SecureAggregator:
           max_weight, params, target, previous_value, previous_mac,
           state.has_previous, opening, mode=self.mode, spec=self.spec,
           num_servers=self.num_servers, prg=self.prg, adversarial=adversary.active,
-          with_view=self.record_view))
+          with_view=with_view))
       timings['aggregation_s'] = time.perf_counter() - start_time
 
       start_time = time.perf_counter()
@@ -660,7 +663,7 @@ class SecureAggregator:
                                    replay_mac_share=replay[1],
                                    has_previous=jnp.ones((), jnp.bool_))
       result = self._result(out, check, revealed, estimate, weights > 0,
-                            state.mac_key_shares, num_params, round_idx)
+                            state.mac_key_shares, num_params, round_idx, with_view)
     timings['aborted'] = not result.ok
     return new_state, result._replace(
         stats=self._stats(num_submitted, num_clients, num_params, timings))

@@ -76,9 +76,9 @@ def test_cheating_server_aborts_and_keeps_checkpoints(tmp_path, monkeypatch):
     def init(self, key):
       return self.honest.init(key)
 
-    def apply(self, state, updates, weights, key, round_idx):
+    def apply(self, state, updates, weights, key, round_idx, **kwargs):
       agg = self.honest if round_idx == 0 else self.cheating
-      return agg.apply(state, updates, weights, key, round_idx)
+      return agg.apply(state, updates, weights, key, round_idx, **kwargs)
 
   monkeypatch.setattr(engine, 'build_aggregator', lambda config, *args: TurnsMalicious(*args))
   wd = str(tmp_path / 'run')

@@ -318,3 +318,15 @@ def test_dealer_and_online_phases_equal_the_one_pass_sums():
       fused.accumulate(None, None, updates, jnp.int32(0), weights, seeds,
                        jnp.float32(MAX_WEIGHT), jnp.int32(0), phase='dealer',
                        **{**static, 'mode': 'privateyes_semi_honest'})
+
+
+def test_view_only_in_rounds_that_record_it():
+  """An aggregator that records views skips the coalition's view when a round asks not to."""
+  agg = aggregator_lib.SecureAggregator(spec=SPEC, num_servers=3, max_weight=MAX_WEIGHT,
+                                        record_view=True)
+  updates, weights = _inputs()
+  state = agg.init(jax.random.key(0))
+  _, with_view = agg.apply(state, updates, weights, jax.random.key(1), 0)
+  _, without = agg.apply(state, updates, weights, jax.random.key(1), 0, record_view=False)
+  assert with_view.view is not None and without.view is None
+  np.testing.assert_array_equal(with_view.mean_update, without.mean_update)
