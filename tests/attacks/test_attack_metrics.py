@@ -89,3 +89,24 @@ def test_reidentification_calibrated_against_background():
   assert calibrated['rank'][0] == 0 and calibrated['rank'][1] > 0
   with pytest.raises(ValueError, match='background_logits'):
     metrics.reidentification(logits, np.array([0, 3]), background[:, :3])
+
+
+def test_gaze_distribution_is_the_recovered_mean_with_the_aux_spread():
+  from privateyes_jax.attacks import dualview  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  aux = synthetic.make_dataset(6, 200, first_person=100).people
+  cov = dualview.within_person_covariance(aux)
+  np.testing.assert_allclose(cov, np.mean([np.cov(p.labels.T) for p in aux], axis=0))
+  points = np.array([[-0.1, 0.2], [-0.12, 0.25], [-0.08, 0.18]], np.float32)
+  samples = dualview.gaze_distribution(points, cov, num_samples=4096, seed=3)
+  np.testing.assert_allclose(samples.mean(axis=0), points.mean(axis=0), atol=1e-6)
+  np.testing.assert_allclose(np.cov(samples.T), cov, rtol=0.1, atol=1e-4)
+  # Closer to a person's true distribution than the bare points when they are off-shape.
+  person = aux[0]
+  located = dualview.gaze_distribution(np.repeat(person.labels.mean(0, keepdims=True), 8, 0)
+                                       + np.linspace(-1e-3, 1e-3, 16).reshape(8, 2),
+                                       cov, seed=0)
+  assert metrics.gaze_kde_kl(person.labels, located) < metrics.gaze_kde_kl(
+      person.labels, person.labels.mean(0) + np.linspace(-1e-3, 1e-3, 16).reshape(8, 2))
+  with pytest.raises(ValueError, match='covariance'):
+    dualview.gaze_distribution(points, cov[:1])
