@@ -156,11 +156,6 @@ def recovered_gaze_error_deg(recovered, true) -> float:
   return float(angular_error_deg(mean_gaze(recovered), mean_gaze(true)))
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-  logp = logits - logits.max(axis=-1, keepdims=True)
-  return logp - np.log(np.sum(np.exp(logp), axis=-1, keepdims=True))
-
-
 def reidentification(classifier_logits, true_ids, background_logits=None) -> dict:
   """Re-identification by an evaluation classifier from each person's reconstructions.
 
@@ -186,13 +181,14 @@ def reidentification(classifier_logits, true_ids, background_logits=None) -> dic
   if logits.ndim != 3 or len(true_ids) != logits.shape[0]:
     raise ValueError(f'Expected logits [N, K, classes] and true_ids [N]; got {logits.shape} '
                      f'and {true_ids.shape}.')
-  score = _log_softmax(logits).mean(axis=1)  # [N, classes]
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  score = special.log_softmax(logits, axis=-1).mean(axis=1)  # [N, classes]
   if background_logits is not None:
     background = np.asarray(background_logits, np.float64)
     if background.ndim != 2 or background.shape[1] != logits.shape[-1]:
       raise ValueError(f'background_logits must be [B, {logits.shape[-1]}], got '
                        f'{background.shape}.')
-    score = score - _log_softmax(background).mean(axis=0)
+    score = score - special.log_softmax(background, axis=-1).mean(axis=0)
   true_score = score[np.arange(len(true_ids)), true_ids]
   rank = np.sum(score > true_score[:, None], axis=-1)
   return {'top1': int(np.sum(rank == 0)), 'top5': int(np.sum(rank < 5)),

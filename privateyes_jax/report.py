@@ -88,18 +88,6 @@ def _read_json(path: str) -> Any:
     raise ReportError(f'{path} is unreadable ({e}).') from e
 
 
-def _read_metrics(path: str) -> list[dict]:
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          break  # A line cut by a run that is still writing.
-  return rows
-
-
 def discover(paths: Sequence[str]) -> tuple[list[Run], list[Attack], list[str]]:
   """Finished runs, attacks and unfinished run directories under ``paths``.
 
@@ -122,7 +110,7 @@ def discover(paths: Sequence[str]) -> tuple[list[Run], list[Attack], list[str]]:
         return
       if os.path.exists(config_path) and 'test_error' in summary:
         runs.append(Run(path, name, _read_json(config_path), summary,
-                        _read_metrics(os.path.join(path, workdir_lib.METRICS_FILE))))
+                        workdir_lib.read_metrics(os.path.join(path, workdir_lib.METRICS_FILE))))
         return
     if os.path.exists(config_path) and os.path.exists(os.path.join(path, workdir_lib.METRICS_FILE)):
       unfinished.append(path)

@@ -63,6 +63,7 @@ from privateyes_jax.attacks import evaluation
 from privateyes_jax.attacks import gan_prior
 from privateyes_jax.data import base
 from privateyes_jax.models import gaze as gaze_models
+from privateyes_jax.mpc import ring
 
 THREAT_MODELS = ('plain_fl', 'adaptive_fl', 'privateyes', 'privateyes_output_model',
                  'generic_mpc')
@@ -194,13 +195,6 @@ def _open_view(run_dir: str, config, round_: int) -> dict[str, np.ndarray]:
   return view
 
 
-def _decode_fixed_point(words: np.ndarray, k: int, f: int) -> np.ndarray:
-  """The low ``k`` bits of ring elements as signed fixed-point reals (as `mpc.ring.decode`)."""
-  low = (np.asarray(words, np.uint64) & np.uint64((1 << k) - 1)).astype(np.int64)
-  signed = np.where(low >= (1 << (k - 1)), low - (1 << k), low)
-  return (signed.astype(np.float64) / 2.0 ** f).astype(np.float32)
-
-
 def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
   """Reads and checks one recorded round of ``run_dir`` (see `RecordedRound`).
 
@@ -236,7 +230,9 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
     individual = [unflat(u, 'an individual update') for u in view['view/individual_updates']]
   elif 'view/coalition_input_estimate' in view:
     agg = config.aggregator
-    decoded = _decode_fixed_point(view['view/coalition_input_estimate'], agg.k, agg.f)
+    with jax.enable_x64(True):  # The ring's own codec (low k bits, signed fixed point).
+      decoded = np.asarray(ring.decode(view['view/coalition_input_estimate'],
+                                       ring.RingSpec(k=agg.k, f=agg.f, s=agg.s)))
     coalition = [unflat(d[:num_params], 'a coalition estimate') for d in decoded]
   else:
     raise ViewError(f'The view of round {int(view["round"])} in {run_dir!r} holds neither '
@@ -398,9 +394,10 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   n = len(people)
 
   t = time.perf_counter()
+  aux = gan_prior.aux_dataset(config.prior)  # Public people: the prior and the gaze spread.
   prior = gan_prior.train_prior(
       config.prior, os.path.join(os.path.abspath(attack_dir), 'prior') if attack_dir else None,
-      excluded_people=tuple(sorted({name for r in runs for name in r.federation})))
+      dataset=aux, excluded_people=tuple(sorted({name for r in runs for name in r.federation})))
   timings['prior_s'] = time.perf_counter() - t
 
   t = time.perf_counter()
@@ -412,7 +409,7 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   background = (gan_prior.sample_images(prior, jax.random.PRNGKey(config.seed + 7),
                                         config.background_samples)
                 if config.background_samples else None)
-  within_cov = dualview.within_person_covariance(gan_prior.aux_dataset(config.prior).people)
+  within_cov = dualview.within_person_covariance(aux.people)
 
   results: dict[str, list[dict]] = {}
   t = time.perf_counter()

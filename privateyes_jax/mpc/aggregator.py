@@ -400,12 +400,8 @@ class SecureAggregator:
     chunk = self.chunk_size(num_clients, num_params)
     word = np.dtype(fused.word_dtype(self.mode, self.spec)).itemsize
     accumulators = fused.num_accumulators(self.mode, self.num_servers)
-    opening = 0
     if self.mode == 'privateyes':
-      # The dealer's 2S-1 sums and the online one live until combined into 2S; the
-      # dealer's opening masks [[2^k r']] (value and MAC, [S, E]) until the opening.
-      accumulators *= 2
-      opening = 2 * self.num_servers * num_elements * 8
+      accumulators *= 2  # The dealer's 2S-1 sums and the online one, then the combined 2S.
     return {
         'client_chunk': chunk,
         'num_chunks': -(-num_clients // chunk),
@@ -413,7 +409,7 @@ class SecureAggregator:
         'chunk_working_set_bytes': chunk * self.bytes_per_client(num_params),
         'accumulator_bytes': accumulators * num_elements * word,
         'per_round_fixed_bytes': num_clients * (self.num_servers * 16 + 9)
-                                 + 3 * self.num_servers * num_elements * 8 + opening,
+                                 + 3 * self.num_servers * num_elements * 8,
         'view_host_bytes': num_clients * num_elements * 8 if self.record_view else 0,
     }
 
@@ -489,7 +485,7 @@ class SecureAggregator:
             revealed)
 
   def _result(self, out, check, revealed, estimate, submitted, mac_key_words,
-              num_params, round_idx, with_view=None):
+              num_params, round_idx, with_view):
     """AggregateResult (and the view) from the opened values and the check."""
     if check.ok:
       mean, total = out.mean, out.total_weight
@@ -498,7 +494,7 @@ class SecureAggregator:
       mean = jnp.zeros((num_params,), jnp.float32)
       total = jnp.zeros((), jnp.float32)
     view = None
-    if self.record_view if with_view is None else with_view:
+    if with_view:
       privateyes = self.mode == 'privateyes'
       view = adversary_lib.coalition_view(
           self.coalition,
@@ -589,21 +585,20 @@ class SecureAggregator:
       static = dict(mode=self.mode, spec=self.spec, num_servers=self.num_servers,
                     prg=self.prg, chunk=chunk, num_clients=num_clients)
       privateyes = self.mode == 'privateyes'
-      dealer_acc = opening = None
-      if privateyes:
-        # OFFLINE, the simulated dealer: the sums of the input masks' shares and the
-        # opening masks [[2^k r']], from the seeds alone (a deployment produces them
-        # before the round). Timed apart, as preprocessing.
+      dealer_acc = None
+      if privateyes and num_chunks:
+        # OFFLINE, the simulated dealer: the sums of the input masks' shares, from the
+        # seeds alone (a deployment produces them before the round). Timed apart, as
+        # preprocessing. The opening masks [[2^k r']] are dealer values too, but one
+        # per element, not per client element: generated inside the opening program
+        # (streamed) they cost less than written out here and read back.
         start_time = time.perf_counter()
         no_inputs = jnp.zeros((0, num_params), jnp.float32)
         for n in range(num_chunks):
           dealer_acc, stats, _ = fused.accumulate(
               dealer_acc, stats, no_inputs, jnp.int32(0), weights, input_seeds, max_weight,
               jnp.int32(n), phase='dealer', **static)
-        opening = fused.dealer_opening_masks(
-            opening_seeds, state.mac_key_shares, num_elements=num_elements, spec=self.spec,
-            prg=self.prg)
-        jax.block_until_ready((dealer_acc, opening))
+        jax.block_until_ready(dealer_acc)
         timings['preprocessing_s'] += time.perf_counter() - start_time
 
       # ONLINE: the clients' masked inputs (privateyes) or shares (semi-honest) and
@@ -648,7 +643,7 @@ class SecureAggregator:
       out, replay = jax.block_until_ready(fused.finalize(
           acc, state.mac_key_shares, opening_seeds, check_randomness,
           max_weight, params, target, previous_value, previous_mac,
-          state.has_previous, opening, mode=self.mode, spec=self.spec,
+          state.has_previous, mode=self.mode, spec=self.spec,
           num_servers=self.num_servers, prg=self.prg, adversarial=adversary.active,
           with_view=with_view))
       timings['aggregation_s'] = time.perf_counter() - start_time
@@ -756,5 +751,5 @@ class SecureAggregator:
       result = self._result(out, check, revealed,
                             None if estimate is None else np.asarray(estimate),
                             submission.submitted, state.mac_key_shares, num_params,
-                            round_idx)
+                            round_idx, self.record_view)
     return new_state, result, timings

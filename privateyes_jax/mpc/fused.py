@@ -227,12 +227,6 @@ def opening_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.Auth
   return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs))
 
 
-@functools.partial(jax.jit, static_argnames=('num_elements', 'spec', 'prg'))
-def dealer_opening_masks(opening_seeds, mac_key_words, *, num_elements, spec, prg):
-  """DEALER (offline phase): [[2^k r']] ``[S, E]`` of the round's masked opening."""
-  return opening_masks(opening_seeds, ring.from_words(mac_key_words), num_elements, spec, prg)
-
-
 def round_seed_tables(root, num_clients, num_inputs, num_servers, role, with_check):
   """All of a round's seeds from one vectorised Threefry call (small program).
 
@@ -565,13 +559,8 @@ class TargetRows(NamedTuple):
                                              'adversarial', 'with_view'))
 def finalize(acc, mac_key_words, opening_seeds, check_randomness, max_weight, params,
              target: TargetRows, previous_value_words, previous_mac_words,
-             has_previous, opening=None, *, mode, spec, num_servers, prg, adversarial,
-             with_view):
+             has_previous, *, mode, spec, num_servers, prg, adversarial, with_view):
   """Accumulators → [[Σ x]] → (deviations) → open → check values, one program.
-
-  ``opening``: the dealer's [[2^k r']] (`dealer_opening_masks`, made in the offline
-  phase); None generates it here from ``opening_seeds`` (streamed into the opening
-  without writing ``[S, E]`` out, when no view is recorded).
 
   With ``adversarial``, the target client's shares are recomputed from its seeds
   (``target_client_shares``) for ``drop_client`` / ``replay_client`` (a no-op
@@ -600,11 +589,12 @@ def finalize(acc, mac_key_words, opening_seeds, check_randomness, max_weight, pa
     own = lambda a: ring.to_words(lax.dynamic_index_in_dim(a, params.server,
                                                            keepdims=False))
     replay = (own(t_value), own(t_mac if t_mac is not None else t_value))
-  if privateyes and opening is None and not with_view:
+  if privateyes and not with_view:
     return _open_and_check_streamed(
         value, mac, opening_seeds, mac_key_shares, check_randomness, max_weight,
         params, spec=spec, prg=prg, adversarial=adversarial), replay
-  if privateyes and opening is None:
+  opening = None
+  if privateyes:
     opening = opening_masks(opening_seeds, mac_key_shares, value.shape[1], spec, prg)
   return open_and_check(value, mac, opening, mac_key_shares, check_randomness,
                         max_weight, params, mode=mode, spec=spec,
