@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,13 @@ def sweep_config(grid=GRID, **overrides):
 
 def assert_trees_close(a, b, **tol):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol), a, b)
+
+
+def _saved_state(run_dir):
+  wd = workdir_lib.Workdir(run_dir)
+  state = wd._manager.restore(wd.latest_step())  # pylint: disable=protected-access
+  wd.close()
+  return state
 
 
 @pytest.fixture(scope='module')
@@ -96,8 +104,8 @@ def test_bad_grids_are_refused_with_the_field_named(grid, message):
 
 def test_unsupported_and_invalid_runs_are_refused_before_any_file(tmp_path):
   directory = str(tmp_path / 'refused')
-  with pytest.raises(spec.SweepSpecError, match=r"aggregator.name='privateyes'.*mean only"):
-    sweep.run_sweep(sweep_config('aggregator.name=mean,privateyes'), directory)
+  with pytest.raises(spec.SweepSpecError, match=r'record_views.*experiments.train'):
+    sweep.run_sweep(sweep_config(record_views='last'), directory)
   with pytest.raises(spec.SweepSpecError, match=r'learning_rate=-0.1.*must be > 0'):
     sweep.run_sweep(sweep_config('optimizer.learning_rate=0.1,-0.1'), directory)
   assert not os.path.exists(directory)
@@ -254,6 +262,64 @@ def test_discrete_groups_and_diverging_runs(tmp_path):
   assert wd.latest_step() == 1
   wd.close()
   assert 'rejected' in result['table']
+
+
+# ------------------------------------------------------------------ PrivatEyes
+def test_privateyes_sweep_runs_equal_single_runs(tmp_path):
+  """Secure aggregation per run inside a group: each run equals its single PrivatEyes run."""
+  config = sweep_config('optimizer.learning_rate=0.02,0.05;seed=0,1',
+                        **{'aggregator.name': 'privateyes'})
+  directory = str(tmp_path / 'sweep')
+  result = sweep.run_sweep(config, directory)
+  assert result['trained_runs'] == 4
+  assert all(row['status'] == 'done' for row in result['rows'])
+  runs = {r.name: r for r in spec.expand(config)}
+  name = 'learning_rate=0.05,seed=1'
+  single_config = runs[name].config.copy_and_resolve_references()
+  single_config.fl.executor = 'client_parallel'
+  single = runner.train_and_evaluate(single_config, str(tmp_path / 'single'))
+  run_dir = os.path.join(directory, 'runs', name)
+  # Float rounding of the batched training can move a fixed-point rounding (2^-f).
+  assert_trees_close(final_params(run_dir), final_params(str(tmp_path / 'single')),
+                     rtol=1e-4, atol=1e-5)
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['test_error'] == pytest.approx(single['test_error'], rel=1e-4)
+  assert summary['aggregator'] == 'privateyes'
+  # The MPC costs are the engine's: shares uploaded, the mpc section of the summary.
+  assert summary['upload_bytes_per_client'] == single['upload_bytes_per_client']
+  assert summary['upload_bytes_per_client'] > 4 * summary['num_params']
+  assert summary['mpc']['client_upload_bytes'] == single['mpc']['client_upload_bytes']
+  rows = workdir_lib.Workdir(run_dir).read_metrics()
+  assert all(0 < r['mpc/online_round_seconds'] < r['round_seconds'] for r in rows)
+  # Each run has its own MAC key, as its single run (seed + 1).
+  keys = [_saved_state(d)['aggregator_state']['mac_key_shares']
+          for d in (run_dir, str(tmp_path / 'single'))]
+  np.testing.assert_array_equal(*keys)
+  # experiments.train finds the run finished (the checkpoint has the engine's layout).
+  again = runner.train_and_evaluate(runs[name].config, run_dir)
+  assert again['test_error'] == pytest.approx(summary['test_error'], rel=1e-6)
+
+
+def test_cheating_server_aborts_only_its_runs(tmp_path):
+  """A malicious server aborts the PrivatEyes runs; the plain-FL group of the sweep goes on."""
+  config = sweep_config('aggregator.name=mean,privateyes',
+                        **{'aggregator.adversary.kind': 'add_error',
+                           'aggregator.adversary.server': 1})
+  result = sweep.run_sweep(config, str(tmp_path / 'sweep'))
+  status = {row['run']: row['status'] for row in result['rows']}
+  assert status == {'name=mean': 'done', 'name=privateyes': 'aborted'}
+  assert result['rows'][-1]['run'] == 'name=privateyes'  # Ranked last.
+  assert result['best_run'] == 'name=mean'
+  run_dir = tmp_path / 'sweep' / 'runs' / 'name=privateyes'
+  with open(run_dir / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['status'] == 'aborted' and summary['test_error'] is None
+  assert re.match(r'Round 1 aborted by the secure aggregation: .*(mac|MAC)', summary['failure'])
+  # Aborted in round 1: no model was saved for it, and no round was logged.
+  wd = workdir_lib.Workdir(str(run_dir))
+  assert wd.latest_step() is None and wd.read_metrics() == []
+  wd.close()
 
 
 # ------------------------------------------------------------------ command line

@@ -3,9 +3,9 @@ r"""A learning-rate x seed sweep as one program vs the same runs one after anoth
   python -m experiments.bench.sweep                      # 64 runs = 16 lr x 4 seeds
   python -m experiments.bench.sweep --preset=tiny --num_runs=8 --seeds=2 --rounds=3
 
-Both sides train the same configs (FedAvg, client SGD, the learning rates
-``logspace(lr_min, lr_max, num_runs / seeds)`` x seeds ``0..seeds-1``), evaluate
-once at the end and checkpoint once at the end:
+Both sides train the same configs (FedAvg, or PrivatEyes with ``--aggregator``;
+client SGD, the learning rates ``logspace(lr_min, lr_max, num_runs / seeds)`` x seeds
+``0..seeds-1``), evaluate once at the end and checkpoint once at the end:
 
 * **sweep**: ``privateyes_jax.sweeps.sweep.run_sweep`` (R runs x C clients as one
   client-parallel program, ``--max_runs_per_program`` runs per program);
@@ -72,6 +72,8 @@ def main():
                       help='How many runs to train one by one (0: all); the rest extrapolated.')
   parser.add_argument('--precision', default='highest',
                       help='jax_default_matmul_precision for both sides (GPUs default to TF32).')
+  parser.add_argument('--aggregator', default='mean',
+                      help='aggregator.name of every run: mean, privateyes, privateyes_semi_honest.')
   parser.add_argument('--workdir', default='', help='Where to write (default: a temp dir).')
   args = parser.parse_args()
   jax.config.update('jax_default_matmul_precision', args.precision)
@@ -88,6 +90,7 @@ def main():
                        f'seed=range({args.seeds})')
   config.sweep.max_runs_per_program = args.max_runs_per_program
   config.optimizer.clip_norm = args.clip_norm  # As the demo: keeps large rates finite.
+  config.aggregator.name = args.aggregator
   runs = sweep.prepare(config)
   base = runs[0].config
   dev = jax.devices()[0]
@@ -98,7 +101,8 @@ def main():
         f'{tuple(base.model.conv_features)} hidden={base.model.hidden} '
         f'padding={base.model.padding}, {base.data.num_people - base.data.num_test_people} '
         f'clients x {base.fl.local_steps} steps x batch {base.batch_size}, {base.fl.rounds} '
-        f'rounds, {args.max_runs_per_program or len(runs)} runs per program', flush=True)
+        f'rounds, {args.max_runs_per_program or len(runs)} runs per program, aggregator '
+        f'{args.aggregator}', flush=True)
 
   root = args.workdir or tempfile.mkdtemp(prefix='bench_sweep_')
   sweep_dir = os.path.join(root, 'sweep')

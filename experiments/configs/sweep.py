@@ -10,12 +10,13 @@ product of ``field=values`` items separated by ``;``; values are a comma list,
 ``logspace(lo,hi,n)``, ``linspace(lo,hi,n)`` or ``range(n)`` (privateyes_jax/sweeps/spec.py).
 Runs differing only in seeds, learning rates, momenta, clipping norms and FedAdam/FedYogi τ
 train together as one program; other fields (e.g. ``fl.local_steps=1,5``) split the
-sweep into groups trained one after another.
+sweep into groups trained one after another. ``sweep.py:privateyes`` sweeps PrivatEyes
+runs (each run's secure aggregation as its single run's).
 """
 
 import importlib
 
-_BASES = ('fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'default', 'demo')
+_BASES = ('fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'privateyes', 'default', 'demo')
 
 
 def get_config(arg: str | None = None):

@@ -4,21 +4,30 @@ R runs of C sampled clients each are R·C "clients" of the client-parallel GazeN
 (`executors.make_clients_train`): every run's global model is broadcast to its own
 clients, every client trains with its run's learning rate, momentum and clipping
 norm (``optax.inject_hyperparams``: array leaves of the client optimizer state, one
-value per client), the weighted mean update is taken per run, and the server
-optimizer step is vmapped over the run axis with each run's server hyperparameters
-in its (injected) state::
+value per client), each run's updates are aggregated, and the server optimizer step
+is vmapped over the run axis with each run's server hyperparameters in its
+(injected) state::
 
   θ [R, ...] ──repeat C──► local training of R·C clients (batched GEMMs) ──► Δ [R, C, P]
-  Δ ──weighted mean per run──► Δ̄ [R, P] ──vmap(server step)──► θ' [R, ...]
+  Δ ──aggregate per run──► Δ̄ [R, P] ──vmap(server step)──► θ' [R, ...]
+
+The aggregation is the engine's, per run: the weighted mean (``aggregator.name=mean``,
+one vmapped program) or PrivatEyes' secure aggregation (``privateyes``,
+``privateyes_semi_honest``), run by run with `engine.build_aggregator`'s aggregator
+on the device-resident updates, each run with its own MAC key and round keys. The
+updates never leave the device between the three programs.
 
 Seeds act on the host exactly as in a single run: run r's initial model is
-``model.init(PRNGKey(seed_r))`` and its clients and batches in round t are
-``sample_clients(seed_r, t)`` and ``round_indices(seed_r, t, ...)``. A run's results
-therefore equal `runner.train_and_evaluate` of its config up to float rounding.
+``model.init(PRNGKey(seed_r))``, its clients and batches in round t are
+``sample_clients(seed_r, t)`` and ``round_indices(seed_r, t, ...)``, and its
+aggregator keys are those of `engine.train`. A run's results therefore equal
+`runner.train_and_evaluate` of its config up to float rounding (PrivatEyes: up to the
+fixed-point rounding that float rounding can move).
 
-A run whose individual updates or loss become NaN/inf is *rejected* as a single run
-would be (its model stays at the last good round and it gets no further rows), while
-the other runs of the group go on.
+A run that fails stops as a single run would, while the other runs of the group go
+on: a NaN/inf individual update or loss, or a value outside the MPC ring, *rejects*
+it; cheating detected by the secure aggregation *aborts* it. Its model stays at the
+last good round and it gets no further rows.
 
 Outputs: each run's directory is an ordinary workdir (``config.json``,
 ``metrics.jsonl``, ``summary.json`` and a final checkpoint in the engine's format, so
@@ -33,7 +42,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +63,7 @@ from privateyes_jax.federated import engine
 from privateyes_jax.federated import executors as executors_lib
 from privateyes_jax.federated import server as server_lib
 from privateyes_jax.models import gaze as gaze_models
+from privateyes_jax.mpc import ring
 from privateyes_jax.sweeps import spec as spec_lib
 
 RUNS_DIR = 'runs'
@@ -81,15 +91,27 @@ def hyperparams(runs: Sequence[spec_lib.Run], side: str) -> dict[str, np.ndarray
   return out
 
 
-def make_round_fn(clients_train, server_opt: optax.GradientTransformation, unravel,
-                  num_runs: int, clients_per_run: int):
-  """The jitted round of R runs; see the module docstring.
+class RoundFns(NamedTuple):
+  """The jitted pieces of a group's round (see `make_round_fns`)."""
+  train: Any
+  mean: Any
+  server: Any
 
-  ``round_fn(params [R,..], server_state [R,..], alive [R], client_hparams {[R*C]},
-  arrays, client_ids [R*C], indices [R*C,T,B], mask [R*C,T,B])`` returns the new
-  params and server state (unchanged for runs that are not alive or whose round is
-  rejected), ``ok [R]`` (the round was accepted), and the clients' ``losses`` and
-  ``weights`` ``[R*C]``.
+
+def make_round_fns(clients_train, server_opt: optax.GradientTransformation, unravel,
+                   num_runs: int, clients_per_run: int) -> RoundFns:
+  """The jitted round of R runs, in three programs; see the module docstring.
+
+  * ``train(params [R,..], client_hparams {[R*C]}, arrays, client_ids [R*C],
+    indices [R*C,T,B], mask [R*C,T,B])`` -> individual updates ``[R, C, P]``, their
+    weights ``[R, C]``, the clients' losses ``[R, C]`` and ``finite [R]`` (every
+    update and the run's training loss are finite).
+  * ``mean(updates, weights)`` -> ``[R, P]``: each run's weighted mean update, as the
+    engine's `MeanAggregator` (plain FL; PrivatEyes runs aggregate with MPC instead).
+  * ``server(params, server_state, ok [R], mean [R, P])`` -> the new params and
+    server state, unchanged for runs whose round was not accepted (``ok`` False).
+
+  The updates stay on the device between the programs.
   """
   r, c = num_runs, clients_per_run
 
@@ -98,27 +120,33 @@ def make_round_fn(clients_train, server_opt: optax.GradientTransformation, unrav
     updates, opt_state = server_opt.update(pseudo_gradient, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  def round_fn(params, server_state, alive, client_hparams, arrays, client_ids, indices, mask):
+  def train(params, client_hparams, arrays, client_ids, indices, mask):
     stacked = jax.tree.map(lambda x: jnp.repeat(x, c, axis=0), params)
     updates, losses, weights = clients_train(stacked, arrays, client_ids, indices, mask,
                                              per_client_params=True,
                                              hyperparams=client_hparams)
     updates = updates.reshape(r, c, -1)
     w = weights.reshape(r, c)
+    losses = losses.reshape(r, c)
+    loss = jnp.sum(losses * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+    finite = jnp.all(jnp.isfinite(updates), axis=(1, 2)) & jnp.isfinite(loss)
+    return updates, w, losses, finite
+
+  def mean(updates, w):
     # As the engine's MeanAggregator; exact float32 (GPUs default to TF32 matmuls).
     with jax.default_matmul_precision('float32'):
-      mean, _ = jax.vmap(aggregators.weighted_mean)(updates, w)
-    new_params, new_state = jax.vmap(server_step)(params, server_state, mean)
-    loss = jnp.sum(losses.reshape(r, c) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
-    ok = alive & jnp.all(jnp.isfinite(updates), axis=(1, 2)) & jnp.isfinite(loss)
+      return jax.vmap(aggregators.weighted_mean)(updates, w)[0]
+
+  def server(params, server_state, ok, mean_update):
+    new_params, new_state = jax.vmap(server_step)(params, server_state, mean_update)
 
     def keep(new, old):
       return jax.tree.map(
           lambda n, o: jnp.where(ok.reshape((r,) + (1,) * (n.ndim - 1)), n, o), new, old)
 
-    return keep(new_params, params), keep(new_state, server_state), ok, losses, weights
+    return keep(new_params, params), keep(new_state, server_state)
 
-  return jax.jit(round_fn)
+  return RoundFns(jax.jit(train), jax.jit(mean), jax.jit(server))
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -190,8 +218,15 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
   server_state = training.set_hyperparams(jax.vmap(server_opt.init)(params),
                                           hyperparams(runs, 'server'))
   client_hparams = {key: np.repeat(v, k) for key, v in hyperparams(runs, 'client').items()}
+  # PrivatEyes runs aggregate one after another with the engine's own aggregator (the
+  # fused MPC is already a chunked pass over the clients), each from its own seeds.
+  aggregator = (None if base.aggregator.name == 'mean'
+                else engine.build_aggregator(base, k, num_params))
   state = {'params': params, 'server_opt_state': server_state,
-           'rejected_round': np.zeros(num_runs, np.int64),  # 0: alive.
+           'aggregator_state': (() if aggregator is None else _stack(
+               [aggregator.init(jax.random.PRNGKey(r.config.seed + 1)) for r in runs])),
+           'failed_round': np.zeros(num_runs, np.int64),  # 0: alive.
+           'failure_kind': np.zeros(num_runs, np.int64),  # One of FAILURES.
            'round': np.asarray(0, np.int64), 'elapsed_s': np.asarray(0.0, np.float64)}
 
   gid = spec_lib.group_id(runs)
@@ -210,18 +245,30 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
     fn_key = (spec_lib.structure_key(base), num_runs, k)
     if fn_key not in _ROUND_FNS:
       _ROUND_FNS.clear()  # Keep one program (and its device memory) alive at a time.
-      _ROUND_FNS[fn_key] = make_round_fn(clients_train, server_opt, unravel, num_runs, k)
-    round_fn = _ROUND_FNS[fn_key]
+      _ROUND_FNS[fn_key] = make_round_fns(clients_train, server_opt, unravel, num_runs, k)
+    fns = _ROUND_FNS[fn_key]
     predict = training.predict_fn(model.apply)
     arrays = store.arrays()
     rounds = fl.rounds
     elapsed = float(state['elapsed_s'])
-    rejected = np.asarray(state['rejected_round']).copy()
+    failed = np.asarray(state['failed_round']).copy()
+    kinds = np.asarray(state['failure_kind']).copy()
+    agg_states = (None if aggregator is None else
+                  [jax.tree.map(lambda x, i=i: x[i], state['aggregator_state'])
+                   for i in range(num_runs)])
+    messages: dict[int, str] = {}  # Failures of this process (resumed ones: generic).
     errors: dict[int, dict[str, float]] = {}
     last_loss = np.full(num_runs, np.nan)
     label = f'sweep {gid} ({num_runs} runs)'
     progress = progress_lib.Progress(label, rounds, start=start_round, unit='round')
-    upload_bytes = 4 * num_params
+    plain_upload_bytes = 4 * num_params
+
+    def fail(i: int, r: int, kind: str, message: str) -> None:
+      failed[i], kinds[i] = r + 1, FAILURES.index(kind)
+      messages[i] = message
+      errors.pop(i, None)  # An earlier round's error is not this run's result.
+      logging.warning('Sweep run %s: %s', runs[i].name, message)
+
     for r in range(start_round, rounds):
       t_round = time.perf_counter()
       ids, idx, mask = [], [], []
@@ -232,43 +279,58 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
         ids.append(cid)
         idx.append(i)
         mask.append(m)
-      ids = np.concatenate(ids).astype(np.int32)
-      alive = rejected == 0
-      new_params, new_server, ok, losses, weights = round_fn(
-          state['params'], state['server_opt_state'], alive, client_hparams, arrays, ids,
+      updates, weights, losses, finite = fns.train(
+          state['params'], client_hparams, arrays, np.concatenate(ids).astype(np.int32),
           np.concatenate(idx), np.concatenate(mask))
-      ok = np.asarray(ok)
-      losses = np.asarray(losses).reshape(num_runs, k)
-      weights = np.asarray(weights).reshape(num_runs, k)
-      state.update(params=new_params, server_opt_state=new_server)
+      alive = failed == 0
+      ok = alive & np.asarray(finite)
       for i in np.flatnonzero(alive & ~ok):
-        rejected[i] = r + 1
-        errors.pop(i, None)  # An earlier round's error is not this run's result.
-        logging.warning('Sweep run %s: round %d rejected (NaN or inf individual update or '
-                        'loss); the run stops with its model of round %d.', runs[i].name,
-                        r + 1, r)
+        fail(i, r, 'rejected', _rejected_message(r + 1))
+      stats: list[dict] = [{} for _ in runs]
+      if aggregator is None:
+        mean = fns.mean(updates, weights)
+      else:
+        means = []
+        for i in range(num_runs):
+          if ok[i]:
+            ok[i], mean_i, stats[i] = _secure_round(aggregator, agg_states, i, runs[i], r,
+                                                    updates[i], weights[i], fail)
+          means.append(mean_i if ok[i] else jnp.zeros((num_params,), jnp.float32))
+        mean = jnp.stack(means)
+      new_params, new_server = fns.server(state['params'], state['server_opt_state'], ok, mean)
+      losses, weights = np.asarray(losses), np.asarray(weights)
+      state.update(params=new_params, server_opt_state=new_server)
       done = r + 1
       evaluated = done % fl.eval_every == 0 or done == rounds
-      live = np.flatnonzero(rejected == 0)
+      live = np.flatnonzero(failed == 0)
       if evaluated:
         for i in live:
           errors[i] = training.evaluate_people(predict, _index(state['params'], i),
                                                test_people.people, dataset.label_kind)
       now = time.perf_counter()
-      elapsed += now - t_round
+      round_seconds = now - t_round
+      elapsed += round_seconds
+      # What a deployment waits for: the dealers' (offline) work precedes the round.
+      offline = sum(st.get('mpc/preprocessing_s', 0.0) for st in stats)
       for i in live:
         w = weights[i]
         # As the engine computes it (host, float32 products).
         last_loss[i] = float(np.sum(losses[i] * w) / max(w.sum(), 1.0))
         row = {'round': done, 'train_loss': last_loss[i], 'clients': int(k),
-               'upload_bytes_per_client': int(upload_bytes), 'round_seconds': now - t_round,
-               'seconds': elapsed, 'sweep_runs': num_runs}
+               'upload_bytes_per_client': int(stats[i].get('mpc/client_upload_bytes',
+                                                            plain_upload_bytes)),
+               'round_seconds': round_seconds, 'seconds': elapsed, 'sweep_runs': num_runs,
+               **stats[i]}
+        if stats[i]:
+          row['mpc/online_round_seconds'] = round_seconds - offline
         if evaluated:
           row.update(test_error=float(np.mean(list(errors[i].values()))),
                      per_person_error=errors[i])
         run_wds[i].append_metrics(row)
       state.update(round=np.asarray(done, np.int64), elapsed_s=np.asarray(elapsed, np.float64),
-                   rejected_round=rejected.copy())
+                   failed_round=failed.copy(), failure_kind=kinds.copy())
+      if agg_states is not None:
+        state['aggregator_state'] = _stack(agg_states)
       if done % fl.checkpoint_every == 0 or done == rounds:
         group_wd.save(done, state)
       shown = {'runs_alive': len(live)}
@@ -278,28 +340,35 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       if halt_after is not None and done >= halt_after and done < rounds:
         return {'halted_at_round': done}
 
-    for i in np.flatnonzero(rejected == 0):  # Resumed from the final checkpoint.
+    for i in np.flatnonzero(failed == 0):  # Resumed from the final checkpoint.
       if i not in errors:
         errors[i] = training.evaluate_people(predict, _index(state['params'], i),
                                              test_people.people, dataset.label_kind)
     pooled_labels = np.concatenate([p.labels for p in train_people.people])
     baseline = training.mean_predictor_error(pooled_labels, test_people.people,
                                              dataset.label_kind)
+    multiplies = engine.forward_multiplies(model, _index(state['params'], 0), people[0])
     summaries = {}
     for i, run in enumerate(runs):
       rows = run_wds[i].read_metrics()
-      last_round = rounds if rejected[i] == 0 else int(rejected[i]) - 1
+      last_round = rounds if failed[i] == 0 else int(failed[i]) - 1
       if last_round >= 1 and run_wds[i].latest_step() != last_round:
         # The engine's checkpoint layout, so the run's workdir is an ordinary one.
         run_wds[i].save(last_round, {
             'params': _index(state['params'], i),
             'server_opt_state': _index(state['server_opt_state'].inner_state, i),
-            'aggregator_state': (),
+            'aggregator_state': (() if agg_states is None else
+                                 jax.tree.map(np.asarray, agg_states[i])),
             'round': np.asarray(last_round, np.int64),
             'elapsed_s': np.asarray(elapsed, np.float64)})
+      failure = None
+      if failed[i]:
+        failure = messages.get(i) or _generic_failure(FAILURES[kinds[i]], int(failed[i]))
       summary = _summary(run, dataset, train_people, test_people, baseline,
                          errors.get(i), rows, num_params, k, num_clients, elapsed, gid,
-                         num_runs, int(rejected[i]))
+                         num_runs, FAILURES[kinds[i]] if failed[i] else 'done', failure,
+                         engine.mpc_summary(rows, multiplies,
+                                            rounds * k * fl.local_steps * base.batch_size))
       run_wds[i].write_summary(summary)
       summaries[run.name] = summary
   finally:
@@ -310,10 +379,54 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
   return summaries
 
 
+# How a run of a group can stop early (``summary['status']``): a NaN/inf update or
+# loss or a value outside the MPC ring ('rejected', as `engine.RoundRejected` and the
+# ring's range check stop a single run), or cheating detected by the secure
+# aggregation ('aborted', as `engine.RoundAborted`).
+FAILURES = ('done', 'rejected', 'aborted')
+
+
+def _rejected_message(round_no: int) -> str:
+  return (f'Round {round_no}: an individual update or the training loss was NaN or inf; '
+          f'the run stopped with its model of round {round_no - 1}. Lower the client '
+          'learning rate.')
+
+
+def _generic_failure(kind: str, round_no: int) -> str:
+  """The failure text of a run that failed before the sweep was resumed."""
+  if kind == 'aborted':
+    return (f'Round {round_no} aborted by the secure aggregation (a check failed; the '
+            'details are in the log of the interrupted sweep); the run stopped with its '
+            f'model of round {round_no - 1}.')
+  return _rejected_message(round_no)
+
+
+def _secure_round(aggregator, agg_states: list, i: int, run: spec_lib.Run, r: int,
+                  updates, weights, fail) -> tuple[bool, Any, dict]:
+  """Run i's secure aggregation in round r, as the engine does it for a single run.
+
+  Returns ``(ok, mean update [P], stats)``; on a failure calls ``fail`` and returns
+  ``ok`` False (the run stops; the other runs go on).
+  """
+  key = jax.random.fold_in(jax.random.PRNGKey(run.config.seed + 2), r)
+  try:
+    new_state, result = aggregator.apply(agg_states[i], updates, weights, key, r,
+                                         record_view=False)
+  except ring.RingOverflowError as e:
+    fail(i, r, 'rejected', f'Round {r + 1}: {e} The run stopped with its model of round {r}.')
+    return False, None, {}
+  if not result.ok:
+    fail(i, r, 'aborted', f'Round {r + 1} aborted by the secure aggregation: '
+         f'{result.failure}. The run stopped with its model of round {r}.')
+    return False, None, {}
+  agg_states[i] = new_state
+  return True, result.mean_update, dict(result.stats)
+
+
 def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: float,
              errors: dict[str, float] | None, rows: list[dict], num_params: int, k: int,
              num_clients: int, elapsed: float, gid: str, num_runs: int,
-             rejected_round: int) -> dict:
+             status: str, failure: str | None, mpc_section: dict) -> dict:
   """A run's ``summary.json``: the fields `runner.train_and_evaluate` writes, plus sweep ones."""
   c = run.config
   test_error = float(np.mean(list(errors.values()))) if errors else None
@@ -323,17 +436,17 @@ def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: fl
       'num_clients': num_clients, 'clients_per_round': k, 'local_steps': c.fl.local_steps,
       'server_optimizer': c.fl.server_optimizer, 'aggregator': c.aggregator.name,
       'executor': 'sweep(client_parallel)', 'num_params': int(num_params),
-      'upload_bytes_per_client': 4 * int(num_params),
+      'upload_bytes_per_client': (rows[-1]['upload_bytes_per_client'] if rows
+                                  else 4 * int(num_params)),
       'mean_round_seconds': (float(np.mean([x['round_seconds'] for x in rows])) if rows
-                             else None)}
+                             else None),
+      'mpc': mpc_section}
   summary = runner.build_summary(c, dataset, train_people, test_people, result, baseline)
   summary.update(
       final_train_loss=rows[-1]['train_loss'] if rows else None,
-      status='done' if rejected_round == 0 else 'rejected',
+      status=status,
       sweep={'group': gid, 'runs_in_group': num_runs,
              'overrides': {f: v for f, v in run.overrides}})
-  if rejected_round:
-    summary['failure'] = (f'Round {rejected_round}: an individual update or the training loss '
-                          'was NaN or inf; the run stopped with its model of round '
-                          f'{rejected_round - 1}. Lower the client learning rate.')
+  if failure:
+    summary['failure'] = failure
   return summary

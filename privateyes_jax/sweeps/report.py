@@ -18,9 +18,9 @@ BEST_CONFIG_FILE = 'best_config.py'
 
 
 def _error(summary: dict) -> float:
-  """The held-out error used for ranking; rejected runs rank last."""
+  """The held-out error used for ranking; rejected and aborted runs rank last."""
   value = summary.get('test_error')
-  if value is None or summary.get('status') == 'rejected':
+  if value is None or summary.get('status', 'done') != 'done':
     return math.inf
   return float(value)
 
@@ -98,7 +98,7 @@ def table(runs: Sequence[spec_lib.Run], rows: list[dict], grid: str) -> str:
               '|' + '---:|' * len(others) + '---:|---:|---:|']
     for g in seed_means(runs, rows):
       values = ' | '.join(_fmt(g['overrides'][f]) for f in others)
-      mean = f'{g["mean"]:.4f}' if math.isfinite(g['mean']) else 'rejected'
+      mean = f'{g["mean"]:.4f}' if math.isfinite(g['mean']) else 'failed'
       std = f'{g["std"]:.4f}' if math.isfinite(g['std']) else '-'
       lines.append(f'| {values} | {mean} | {std} | {g["seeds"]} |')
   return '\n'.join(lines) + '\n'

@@ -279,12 +279,9 @@ def check_supported(run: Run) -> None:
                     'with experiments.train)')
   if c.model.name != 'gazenet':
     problems.append(f'model.name={c.model.name!r} (sweeps use the client-parallel GazeNet)')
-  if c.aggregator.name != 'mean':
-    problems.append(f'aggregator.name={c.aggregator.name!r} (sweeps aggregate with the plain '
-                    "mean only; run PrivatEyes configs with experiments.train, its result "
-                    'equals FedAvg up to fixed-point rounding)')
   if c.get('record_views', ''):
-    problems.append('record_views (not recorded in sweeps)')
+    problems.append('record_views (sweeps record no views for the attack; train the chosen '
+                    'config with experiments.train and record_views)')
   if c.optimizer.get('schedule', 'constant') != 'constant':
     problems.append(f'optimizer.schedule={c.optimizer.schedule!r} (federated clients restart '
                     'their optimizer every round; decay fl.server_schedule instead)')
