@@ -622,7 +622,15 @@ class SecureAggregator:
         acc, _ = fused.init_accumulators(self.mode, self.spec, self.num_servers,
                                          num_elements, num_clients)
       elif privateyes:
-        acc = fused.combine_phases(dealer_acc, acc, spec=self.spec,
+        # Dropouts become known only now: the servers subtract their shares of the
+        # dropped clients' masks (work in proportion to the chunks that hold them).
+        retract_acc = None
+        dropped = np.flatnonzero(np.asarray(jax.device_get(weights)) == 0)
+        for n in sorted({min(int(c) // chunk, num_chunks - 1) for c in dropped}):
+          retract_acc, stats, _ = fused.accumulate(
+              retract_acc, stats, no_inputs, jnp.int32(0), weights, input_seeds,
+              max_weight, jnp.int32(n), phase='retract', **static)
+        acc = fused.combine_phases(dealer_acc, acc, retract_acc, spec=self.spec,
                                    num_servers=self.num_servers)
       # Nothing is opened before every scaled value is known to be in range.
       fused.host_range_check(

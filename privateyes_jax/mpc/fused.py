@@ -23,8 +23,9 @@ What is accumulated (all arithmetic mod 2^(k+s) for privateyes, 2^k otherwise):
   shares of Σ_c x_c are V_i = R_i + [i = 0] Eps and M_i = Mr_i + α_i Eps for
   i < S-1, M_S-1 = α Σ_i R_i − Σ_i Mr_i + α_S-1 Eps, exactly the sums of the
   per-client shares [[x_c]] = [[r_c]] + ε_c. The OFFLINE (dealer) phase sums the
-  masks' shares from the seeds alone; the ONLINE phase needs only r_c mod 2^k per
-  client element (what client c learns of its mask) to form ε_c.
+  masks' shares of the whole cohort from the seeds alone; the ONLINE phase needs
+  only r_c mod 2^k per client element (what client c learns of its mask) to form
+  ε_c, and the servers subtract the shares of clients that dropped out.
 * semi-honest (client c's share for server i < S-1 is PRG(seed_ci)[lane 0], the
   last is x_c − Σ others): A_i = Σ_c s_ci (S-1) and X = Σ_c x_c; V_i = A_i,
   V_S-1 = X − Σ_i A_i.
@@ -293,10 +294,13 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
   rows = start + jnp.arange(chunk, dtype=jnp.int32)
   w = lax.dynamic_slice(weights, (start,), (chunk,))
   submitted = w > 0
-  include = (submitted & (rows >= n * chunk))[:, None]
+  # The dealer prepares masks for the whole cohort before the round: it cannot know
+  # who will drop out. The servers retract the dropped clients' mask shares online.
+  cohort = {'dealer': True, 'retract': ~submitted}.get(phase, submitted)
+  include = (cohort & (rows >= n * chunk))[:, None]
   dtype = word_dtype(mode, spec)
 
-  if phase != 'dealer':  # The dealer never sees the inputs.
+  if phase in ('online', 'all'):  # The dealer never sees the inputs.
     updates = lax.dynamic_slice(block, (start - block_offset, _I0), (chunk, block.shape[1]))
     chunk_stats = range_stats(updates, w, max_weight)
     stats = RangeStats(*(lax.dynamic_update_slice(full, part, (start,))
@@ -309,10 +313,11 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
   if mode == 'privateyes':
     bits = spec.ring_bits
     terms = []
-    if phase in ('dealer', 'all'):
+    if phase in ('dealer', 'retract', 'all'):
       values, macs, r = _mask_words(row_seeds, counter, num_servers, spec, prg)
       # 'all' keeps every server's share sum; 'dealer' sums r_c instead of r_c,S-1
-      # (`combine_phases` derives it), which the online phase does not need.
+      # (`combine_phases` derives it), which the online phase does not need;
+      # 'retract' is the dealer's sums over the dropped clients only.
       terms += (values if phase == 'all' else values[:-1] + [r]) + macs
     if phase in ('online', 'all'):
       # The client only learns r_c mod 2^k.
@@ -346,7 +351,7 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
 
 
 _STATIC = ('mode', 'spec', 'num_servers', 'prg', 'chunk', 'num_clients', 'coalition', 'phase')
-PHASES = ('all', 'dealer', 'online')
+PHASES = ('all', 'dealer', 'online', 'retract')
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0, 1))
@@ -358,10 +363,14 @@ def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *
   privateyes runs in two phases, so that the data-independent DEALER work (the
   offline phase a deployment runs before the round) is timed apart from the
   online phase: ``phase='dealer'`` accumulates R_0..R_S-2, R = Σ_c r_c and
-  Mr_0..Mr_S-2 (2S-1 arrays) from the seeds alone; ``phase='online'`` the clients'
+  Mr_0..Mr_S-2 (2S-1 arrays) from the seeds alone, for every client of the round's
+  cohort (a dealer cannot know who will drop out); ``phase='online'`` the clients'
   ε_c = x_c − r_c mod 2^k (1 array; one PRG block per element) with the range
-  statistics. `combine_phases` gives the accumulators of ``phase='all'``, which
-  does both in one pass (2S arrays; semi-honest mode has one phase).
+  statistics; ``phase='retract'`` (online, only when some client has weight 0) the
+  dealer's sums over the dropped clients, which the servers subtract: each holds
+  its shares of every [[r_c]]. `combine_phases` gives the accumulators of
+  ``phase='all'``, which does all in one pass over the submitting clients (2S
+  arrays; semi-honest mode has one phase).
 
   One call per chunk: XLA:CPU does not fuse the share generation into the
   reduction inside a ``fori_loop`` body (it writes every PRG word to memory, 6x
@@ -372,7 +381,7 @@ def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *
     stats: ``RangeStats`` of all ``[C]`` clients, donated.
     block: float32 ``[B, P]`` holding global rows ``block_offset ..``: the whole
       update matrix (device-resident), or one chunk's rows (host-resident input);
-      ``[0, P]`` for ``phase='dealer'``, which reads no inputs.
+      ``[0, P]`` for ``phase='dealer'`` and ``'retract'``, which read no inputs.
     block_offset: int32, global row of ``block[0]``.
     weights: float32 ``[C]``.
     seeds: uint64 ``[C, S or S-1, 2]`` per-(client, server) seeds.
@@ -395,11 +404,16 @@ def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *
 
 
 @functools.partial(jax.jit, static_argnames=('spec', 'num_servers'))
-def combine_phases(dealer_acc, online_acc, *, spec, num_servers):
-  """privateyes accumulators of ``phase='all'`` from the two phases' (see `accumulate`).
+def combine_phases(dealer_acc, online_acc, retract_acc=None, *, spec, num_servers):
+  """privateyes accumulators of ``phase='all'`` from the phases' (see `accumulate`).
 
-  R_S-1 = R − Σ_{i<S-1} R_i, so the tuple is R_0..R_S-1, Mr_0..Mr_S-2, Eps.
+  The dropped clients' sums (``retract_acc``, if any) are subtracted from the
+  cohort's; then R_S-1 = R − Σ_{i<S-1} R_i, so the tuple is R_0..R_S-1,
+  Mr_0..Mr_S-2, Eps.
   """
+  if retract_acc is not None:
+    dealer_acc = tuple(ring.mask_bits(d - r, spec.ring_bits)
+                       for d, r in zip(dealer_acc, retract_acc))
   r_sums = list(dealer_acc[:num_servers - 1])
   total = dealer_acc[num_servers - 1]
   macs = list(dealer_acc[num_servers:])

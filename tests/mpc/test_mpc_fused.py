@@ -287,7 +287,8 @@ def test_streamed_opening_and_check_equal_the_materialised_ones(kind):
 
 def test_dealer_and_online_phases_equal_the_one_pass_sums():
   """The offline (dealer) and online phases, combined, are the one-pass sums bit for bit;
-  the dealer's part does not depend on the inputs, and the online part is 1 of 2S arrays."""
+  the dealer's part depends on neither the inputs nor who drops out (the servers retract
+  the dropped clients' masks online), and the online part is 1 of 2S arrays."""
   num_clients, num_params, chunk = 5, 7, 2
   updates = jax.random.normal(jax.random.key(3), (num_clients, num_params)) * 0.3
   weights = jnp.array([16.0, 0.0, 4.0, 9.0, 1.0])  # Client 1 dropped out.
@@ -296,22 +297,30 @@ def test_dealer_and_online_phases_equal_the_one_pass_sums():
     static = dict(mode='privateyes', spec=SPEC, num_servers=3, prg='threefry2x64',
                   chunk=chunk, num_clients=num_clients)
 
-    def run(phase, block):
+    def run(phase, block, w=weights):
       _, stats = fused.init_accumulators('privateyes', SPEC, 3, num_params + 1, num_clients)
       acc = None
       for n in range(-(-num_clients // chunk)):
-        acc, stats, _ = fused.accumulate(acc, stats, block, jnp.int32(0), weights, seeds,
+        acc, stats, _ = fused.accumulate(acc, stats, block, jnp.int32(0), w, seeds,
                                          jnp.float32(MAX_WEIGHT), jnp.int32(n), phase=phase,
                                          **static)
       return acc
 
+    no_inputs = jnp.zeros((0, num_params), jnp.float32)
     one_pass = run('all', updates)
-    dealer = run('dealer', jnp.zeros((0, num_params), jnp.float32))
+    dealer = run('dealer', no_inputs)
     online = run('online', updates)
-    combined = fused.combine_phases(dealer, online, spec=SPEC, num_servers=3)
+    retract = run('retract', no_inputs)
+    combined = fused.combine_phases(dealer, online, retract, spec=SPEC, num_servers=3)
     assert len(one_pass) == 6 and len(dealer) == 5 and len(online) == 1
     for a, b in zip(one_pass, combined):
       np.testing.assert_array_equal(a, b)
+    # The dealer's sums are the cohort's whoever submits; without the retraction the
+    # dropped client's mask would stay in the sum.
+    for a, b in zip(dealer, run('dealer', no_inputs, jnp.ones_like(weights))):
+      np.testing.assert_array_equal(a, b)
+    unretracted = fused.combine_phases(dealer, online, spec=SPEC, num_servers=3)
+    assert not np.array_equal(unretracted[0], one_pass[0])
     other = run('online', updates * 2)
     assert not np.array_equal(other[0], online[0])  # The online sum carries the data.
     with pytest.raises(ValueError, match='phase'):
