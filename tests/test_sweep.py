@@ -210,6 +210,25 @@ def test_interrupted_sweep_resumes_to_the_same_results(finished, tmp_path):
     sweep.run_sweep(sweep_config(**{'fl.rounds': 3}), parted)
 
 
+def test_interrupted_group_resumes_after_the_grid_grew(finished, tmp_path):
+  """Two more seeds added to a halted sweep: the interrupted group keeps its rounds."""
+  config, full_dir, _ = finished
+  parted = str(tmp_path / 'grown')
+  small = sweep_config('optimizer.learning_rate=0.02,0.05;seed=0')
+  assert sweep.run_sweep(small, parted, halt_after=1) == {'halted_at_round': 1}
+  result = sweep.run_sweep(config, parted)  # The grid of `finished`: seed=0,1.
+  assert result['trained_runs'] == 4
+  for run in spec.expand(config):
+    run_dir = os.path.join(parted, 'runs', run.name)
+    # The seed-0 runs finished in their 2-run group (resumed, not retrained in a new
+    # group of 4); the added seed-1 runs formed their own group.
+    rows = workdir_lib.Workdir(run_dir).read_metrics()
+    assert [r['sweep_runs'] for r in rows] == [2, 2], run.name
+    want = final_params(os.path.join(full_dir, 'runs', run.name))
+    assert_trees_close(final_params(run_dir), want, rtol=1e-5, atol=1e-6)
+  assert not os.listdir(os.path.join(parted, 'groups'))
+
+
 # ------------------------------------------------------------------ results
 def test_results_table_and_best_config(finished):
   config, directory, result = finished

@@ -12,8 +12,9 @@ batched program (`group.train_group`), and writes::
   <sweep_dir>/best_config.py      the best run's config, ready for experiments.train
 
 Re-running the same sweep resumes: finished runs (``summary.json`` with the same
-config) are reused, an interrupted group resumes from its latest checkpoint, and
-runs added to the grid are trained.
+config) are reused, an interrupted group resumes from its latest checkpoint (with its
+own members, even if the grid has grown since), and runs added to the grid are trained
+in groups of their own.
 """
 
 from __future__ import annotations
@@ -59,6 +60,33 @@ def _finished(sweep_dir: str, run: spec_lib.Run) -> dict | None:
   return summary if old == workdir_lib.config_to_dict(run.config) else None
 
 
+def _interrupted_groups(sweep_dir: str, pending: list[spec_lib.Run]) -> list[list[spec_lib.Run]]:
+  """The groups with a checkpoint under ``groups/`` whose members all still wait to train.
+
+  A group's identity hashes its members, so regrouping the pending runs after the
+  grid changed would orphan an interrupted group's checkpoint and retrain its runs
+  from the start. Resuming it with exactly its members keeps its rounds. A group
+  whose members' configs changed (or left the grid) is not resumed; its directory
+  stays, and a warning says so.
+  """
+  root = os.path.join(sweep_dir, group_lib.GROUPS_DIR)
+  by_name = {r.name: r for r in pending}
+  out = []
+  for gid in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    try:
+      with open(os.path.join(root, gid, workdir_lib.CONFIG_FILE)) as f:
+        names = json.load(f)['sweep_group']['runs']
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+      continue  # Not a group this code wrote (or an empty one): nothing to resume.
+    members = [by_name.get(n) for n in names]
+    if all(members) and spec_lib.group_id(members) == gid:
+      out.append(members)
+    else:
+      logging.warning('Sweep %s: group %s is not resumed: its runs are no longer all in the '
+                      'grid with the same configs (%s).', sweep_dir, gid, ', '.join(names))
+  return out
+
+
 def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, overwrite: bool = False,
               halt_after: int | None = None) -> dict:
   """Runs (or resumes) the sweep ``config`` in ``sweep_dir``.
@@ -87,7 +115,11 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, overwrite: bool
 
   summaries = {r.name: s for r in runs if (s := _finished(sweep_dir, r)) is not None}
   pending = [r for r in runs if r.name not in summaries]
-  groups = spec_lib.group_runs(pending, config.sweep.get('max_runs_per_program', 0))
+  # Interrupted groups first, with their own members, even if the grid has grown since.
+  groups = _interrupted_groups(sweep_dir, pending)
+  resumed = {r.name for members in groups for r in members}
+  groups += spec_lib.group_runs([r for r in pending if r.name not in resumed],
+                                config.sweep.get('max_runs_per_program', 0))
   logging.info('Sweep %s: %d runs, %d finished, %d to train in %d group(s).', sweep_dir,
                len(runs), len(summaries), len(pending), len(groups))
   data_cache = {}
