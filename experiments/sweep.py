@@ -30,8 +30,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   result = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
   print(result['table'])
+  if result['best_run'] is None:
+    return 1  # Every run failed: the table says why; nothing to recommend.
   print(f'Best: {result["best_run"]} ({result["best_reason"]}).')
   print(f'Its config: {_WORKDIR.value}/best_config.py')
+  return 0
 
 
 def entry_point():

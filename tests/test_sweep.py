@@ -289,6 +289,8 @@ def test_privateyes_sweep_runs_equal_single_runs(tmp_path):
   config = sweep_config('optimizer.learning_rate=0.02,0.05;seed=0,1',
                         **{'aggregator.name': 'privateyes'})
   directory = str(tmp_path / 'sweep')
+  # Interrupted after round 1 and resumed: the group's per-run MPC states come back.
+  assert sweep.run_sweep(config, directory, halt_after=1) == {'halted_at_round': 1}
   result = sweep.run_sweep(config, directory)
   assert result['trained_runs'] == 4
   assert all(row['status'] == 'done' for row in result['rows'])
@@ -339,6 +341,27 @@ def test_cheating_server_aborts_only_its_runs(tmp_path):
   wd = workdir_lib.Workdir(str(run_dir))
   assert wd.latest_step() is None and wd.read_metrics() == []
   wd.close()
+
+
+def test_group_whose_every_run_fails_ends_and_recommends_nothing(tmp_path, caplog):
+  """A ring too small for the weight element itself: every run is out of range in round 1."""
+  config = sweep_config('optimizer.learning_rate=0.02,0.05',
+                        **{'aggregator.name': 'privateyes', 'aggregator.k': 16,
+                           'aggregator.f': 15, 'fl.rounds': 3})
+  directory = tmp_path / 'sweep'
+  result = sweep.run_sweep(config, str(directory))
+  assert [row['status'] for row in result['rows']] == ['out_of_range'] * 2
+  assert result['best_run'] is None
+  assert not (directory / 'best_config.py').exists()
+  assert 'No run finished' in (directory / 'results.md').read_text()
+  for row in result['rows']:
+    with open(directory / 'runs' / row['run'] / 'summary.json') as f:
+      summary = json.load(f)
+    assert summary['failure'].startswith('Round 1: ') and 'exceeds the bound' in summary['failure']
+    # What a PrivatEyes client uploads, even though no round was logged.
+    assert summary['upload_bytes_per_client'] > 4 * summary['num_params']
+  # The group stopped after round 1 instead of going through its 3 rounds.
+  assert 'every run has stopped (round 1)' in caplog.text
 
 
 # ------------------------------------------------------------------ command line

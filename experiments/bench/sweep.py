@@ -35,6 +35,7 @@ from experiments.configs import sweep as sweep_configs
 from privateyes_jax import runner
 from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.federated import engine
+from privateyes_jax.mpc import ring
 from privateyes_jax.sweeps import sweep
 
 
@@ -133,7 +134,8 @@ def main():
     t = time.perf_counter()
     try:
       summary = runner.train_and_evaluate(run.config, path)
-    except engine.RoundRejected:  # Diverged: the sweep must have rejected it too.
+    except (engine.RoundRejected, engine.RoundAborted, ring.RingOverflowError):
+      # Diverged (or, PrivatEyes, out of range / aborted): the sweep must agree.
       summary = {'test_error': None}
     seq_wall += time.perf_counter() - t
     seq_steady += _steady_seconds(_rows(path))

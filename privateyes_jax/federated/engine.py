@@ -187,8 +187,8 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
                                            local.weights, agg_key, r, record_view=record)
       if not result.ok:
         raise RoundAborted(
-            f'Round {r + 1} aborted by the secure aggregation: {result.failure}. The global '
-            'model and the saved checkpoints are unchanged.')
+            f'Round {r + 1} aborted by the secure aggregation: {result.failure.rstrip(".")}. '
+            'The global model and the saved checkpoints are unchanged.')
       new_params, new_opt_state = server_step(state['params'], state['server_opt_state'],
                                               result.mean_update)
       if record and result.view is not None:

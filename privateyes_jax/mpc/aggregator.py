@@ -524,11 +524,12 @@ class SecureAggregator:
         **{f'mpc/{k}': float(v) for k, v in timings.items()},
     })
     if self.mode == 'privateyes':
+      # The dealer prepares masks for the whole cohort: it cannot know who drops out.
       offline = costs.estimate_offline_phase(
-          costs.num_preprocessed_masks(num_submitted, num_elements))
+          costs.num_preprocessed_masks(num_clients, num_elements))
       stats.update({'mpc/' + k: v for k, v in offline.items()})
       stats['mpc/dealer_send_bytes'] = float(costs.dealer_send_bytes(
-          self.spec, self.num_servers, num_submitted, num_elements))
+          self.spec, self.num_servers, num_clients, num_elements))
     return stats
 
   # --- one round, chunked and fused (what training uses) -----------------------
@@ -623,13 +624,10 @@ class SecureAggregator:
                                          num_elements, num_clients)
       elif privateyes:
         # Dropouts become known only now: the servers subtract their shares of the
-        # dropped clients' masks (work in proportion to the chunks that hold them).
-        retract_acc = None
-        dropped = np.flatnonzero(np.asarray(jax.device_get(weights)) == 0)
-        for n in sorted({min(int(c) // chunk, num_chunks - 1) for c in dropped}):
-          retract_acc, stats, _ = fused.accumulate(
-              retract_acc, stats, no_inputs, jnp.int32(0), weights, input_seeds,
-              max_weight, jnp.int32(n), phase='retract', **static)
+        # dropped clients' masks, in small chunks (work in proportion to the dropouts).
+        retract_acc, stats = fused.retract_dropped(
+            np.asarray(jax.device_get(weights)), stats, weights, input_seeds, max_weight,
+            num_params, **static)
         acc = fused.combine_phases(dealer_acc, acc, retract_acc, spec=self.spec,
                                    num_servers=self.num_servers)
       # Nothing is opened before every scaled value is known to be in range.

@@ -284,8 +284,9 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
 
   Rows below n·chunk were in chunk n−1 (the last chunk overlaps instead of
   padding); they are recomputed identically but not added again. ``phase``
-  (privateyes): 'dealer' sums the masks' shares (data-independent), 'online'
-  the clients' masked inputs ε_c, 'all' both at once (see `accumulate`).
+  (privateyes): 'dealer' sums the cohort's mask shares (data-independent),
+  'online' the clients' masked inputs ε_c, 'retract' the dropped clients' mask
+  shares, 'all' the submitting clients' masks and inputs at once (see `accumulate`).
   """
   num_elements = block.shape[1] + 1  # The dealer phase gets a [0, P] block.
   n = jnp.asarray(n, jnp.int32)
@@ -419,6 +420,32 @@ def combine_phases(dealer_acc, online_acc, retract_acc=None, *, spec, num_server
   macs = list(dealer_acc[num_servers:])
   last = ring.mask_bits(total - _sum(r_sums, 64) if r_sums else total, spec.ring_bits)
   return tuple(r_sums + [last] + macs + [online_acc[0]])
+
+
+RETRACT_CHUNK = 8  # Rows per retraction program: bounded waste, few dispatches.
+
+
+def retract_dropped(host_weights: np.ndarray, stats, weights, seeds, max_weight,
+                    num_params: int, *, mode, spec, num_servers, prg, chunk, num_clients):
+  """The cohort's dealer sums restricted to the clients with weight 0 (``phase='retract'``).
+
+  Run online, once the round's submissions are known, over chunks of at most
+  `RETRACT_CHUNK` rows that hold a dropped client (``chunk`` is the round's chunk,
+  unused here but accepted so callers can pass their static arguments).
+
+  Returns:
+    (accumulators as ``phase='dealer'``'s, or None when nobody dropped out, stats).
+  """
+  del chunk
+  small = min(RETRACT_CHUNK, num_clients)
+  no_inputs = jnp.zeros((0, num_params), jnp.float32)
+  acc = None
+  for n in sorted({int(c) // small for c in np.flatnonzero(host_weights == 0)}):
+    acc, stats, _ = accumulate(acc, stats, no_inputs, jnp.int32(0), weights, seeds,
+                               max_weight, jnp.int32(n), mode=mode, spec=spec,
+                               num_servers=num_servers, prg=prg, chunk=small,
+                               num_clients=num_clients, phase='retract')
+  return acc, stats
 
 
 def chunk_start(n: int, chunk: int, num_clients: int) -> int:

@@ -63,6 +63,7 @@ from privateyes_jax.federated import engine
 from privateyes_jax.federated import executors as executors_lib
 from privateyes_jax.federated import server as server_lib
 from privateyes_jax.models import gaze as gaze_models
+from privateyes_jax.mpc import costs
 from privateyes_jax.mpc import ring
 from privateyes_jax.sweeps import spec as spec_lib
 
@@ -261,7 +262,11 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
     last_loss = np.full(num_runs, np.nan)
     label = f'sweep {gid} ({num_runs} runs)'
     progress = progress_lib.Progress(label, rounds, start=start_round, unit='round')
-    plain_upload_bytes = 4 * num_params
+    # What a client uploads per round: the float32 update (plain FL) or its share
+    # messages (PrivatEyes), as the engine logs it.
+    upload_bytes = (4 * num_params if aggregator is None else int(costs.round_costs(
+        aggregator.mode, aggregator.spec, aggregator.num_servers, 1, num_params + 1,
+        seed_compressed=True).client_upload_bytes))
 
     def fail(i: int, r: int, kind: str, message: str) -> None:
       failed[i], kinds[i] = r + 1, FAILURES.index(kind)
@@ -318,7 +323,7 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
         last_loss[i] = float(np.sum(losses[i] * w) / max(w.sum(), 1.0))
         row = {'round': done, 'train_loss': last_loss[i], 'clients': int(k),
                'upload_bytes_per_client': int(stats[i].get('mpc/client_upload_bytes',
-                                                            plain_upload_bytes)),
+                                                            upload_bytes)),
                'round_seconds': round_seconds, 'seconds': elapsed, 'sweep_runs': num_runs,
                **stats[i]}
         if stats[i]:
@@ -337,6 +342,10 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       if evaluated and len(live):
         shown['best_test_error'] = float(min(np.mean(list(errors[i].values())) for i in live))
       progress.update(done, force=done == rounds, **shown)
+      if not len(live):
+        logging.warning('Sweep group %s: every run has stopped (round %d); the group ends.',
+                        gid, done)
+        break
       if halt_after is not None and done >= halt_after and done < rounds:
         return {'halted_at_round': done}
 
@@ -365,8 +374,9 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       if failed[i]:
         failure = messages.get(i) or _generic_failure(FAILURES[kinds[i]], int(failed[i]))
       summary = _summary(run, dataset, train_people, test_people, baseline,
-                         errors.get(i), rows, num_params, k, num_clients, elapsed, gid,
-                         num_runs, FAILURES[kinds[i]] if failed[i] else 'done', failure,
+                         errors.get(i), rows, upload_bytes, num_params, k, num_clients,
+                         elapsed, gid, num_runs, FAILURES[kinds[i]] if failed[i] else 'done',
+                         failure,
                          engine.mpc_summary(rows, multiplies,
                                             rounds * k * fl.local_steps * base.batch_size))
       run_wds[i].write_summary(summary)
@@ -379,11 +389,11 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
   return summaries
 
 
-# How a run of a group can stop early (``summary['status']``): a NaN/inf update or
-# loss or a value outside the MPC ring ('rejected', as `engine.RoundRejected` and the
-# ring's range check stop a single run), or cheating detected by the secure
-# aggregation ('aborted', as `engine.RoundAborted`).
-FAILURES = ('done', 'rejected', 'aborted')
+# How a run of a group can stop early (``summary['status']``), each as it stops a
+# single run: a NaN/inf update or loss ('rejected', `engine.RoundRejected`), a value
+# outside the MPC ring ('out_of_range', the ring's range check), or cheating detected
+# by the secure aggregation ('aborted', `engine.RoundAborted`).
+FAILURES = ('done', 'rejected', 'aborted', 'out_of_range')
 
 
 def _rejected_message(round_no: int) -> str:
@@ -398,6 +408,11 @@ def _generic_failure(kind: str, round_no: int) -> str:
     return (f'Round {round_no} aborted by the secure aggregation (a check failed; the '
             'details are in the log of the interrupted sweep); the run stopped with its '
             f'model of round {round_no - 1}.')
+  if kind == 'out_of_range':
+    return (f'Round {round_no}: a weighted update was outside the MPC ring\'s range (the '
+            'details are in the log of the interrupted sweep); the run stopped with its '
+            f'model of round {round_no - 1}. Raise aggregator.k or lower aggregator.f or '
+            'the client learning rate.')
   return _rejected_message(round_no)
 
 
@@ -413,18 +428,20 @@ def _secure_round(aggregator, agg_states: list, i: int, run: spec_lib.Run, r: in
     new_state, result = aggregator.apply(agg_states[i], updates, weights, key, r,
                                          record_view=False)
   except ring.RingOverflowError as e:
-    fail(i, r, 'rejected', f'Round {r + 1}: {e} The run stopped with its model of round {r}.')
+    fail(i, r, 'out_of_range', f'Round {r + 1}: {str(e).rstrip(".")}. The run stopped with '
+         f'its model of round {r}.')
     return False, None, {}
   if not result.ok:
     fail(i, r, 'aborted', f'Round {r + 1} aborted by the secure aggregation: '
-         f'{result.failure}. The run stopped with its model of round {r}.')
+         f'{result.failure.rstrip(".")}. The run stopped with its model of round {r}.')
     return False, None, {}
   agg_states[i] = new_state
   return True, result.mean_update, dict(result.stats)
 
 
 def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: float,
-             errors: dict[str, float] | None, rows: list[dict], num_params: int, k: int,
+             errors: dict[str, float] | None, rows: list[dict], upload_bytes: int,
+             num_params: int, k: int,
              num_clients: int, elapsed: float, gid: str, num_runs: int,
              status: str, failure: str | None, mpc_section: dict) -> dict:
   """A run's ``summary.json``: the fields `runner.train_and_evaluate` writes, plus sweep ones."""
@@ -436,8 +453,7 @@ def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: fl
       'num_clients': num_clients, 'clients_per_round': k, 'local_steps': c.fl.local_steps,
       'server_optimizer': c.fl.server_optimizer, 'aggregator': c.aggregator.name,
       'executor': 'sweep(client_parallel)', 'num_params': int(num_params),
-      'upload_bytes_per_client': (rows[-1]['upload_bytes_per_client'] if rows
-                                  else 4 * int(num_params)),
+      'upload_bytes_per_client': int(upload_bytes),
       'mean_round_seconds': (float(np.mean([x['round_seconds'] for x in rows])) if rows
                              else None),
       'mpc': mpc_section}

@@ -34,7 +34,7 @@ def _fmt(value) -> str:
 
 
 def rank(runs: Sequence[spec_lib.Run], summaries: dict[str, dict]) -> list[dict]:
-  """One row per run, sorted by held-out error (best first, rejected runs last)."""
+  """One row per run, sorted by held-out error (best first, failed runs last)."""
   rows = []
   for run in runs:
     s = summaries[run.name]
@@ -48,7 +48,7 @@ def rank(runs: Sequence[spec_lib.Run], summaries: dict[str, dict]) -> list[dict]
 def seed_means(runs: Sequence[spec_lib.Run], rows: list[dict]) -> list[dict]:
   """Rows grouped over ``seed`` (when swept): mean and std of the held-out error.
 
-  A configuration with a rejected seed has mean ``inf``.
+  A configuration with a failed seed (rejected, aborted, out of range) has mean ``inf``.
   """
   by_name = {row['run']: row for row in rows}
   groups: dict[tuple, list[dict]] = {}
@@ -137,12 +137,24 @@ def write(sweep_dir: str, runs: Sequence[spec_lib.Run], summaries: dict[str, dic
   """Writes ``results.md``, ``results.json`` and ``best_config.py``; returns what it wrote."""
   rows = rank(runs, summaries)
   text = table(runs, rows, grid)
+  best_path = os.path.join(sweep_dir, BEST_CONFIG_FILE)
+  if not any(math.isfinite(_error(row)) for row in rows):
+    # Nothing to recommend: say why instead of naming a failed run as the best.
+    text += ('\nNo run finished with a held-out error (see each run\'s summary.json '
+             '"failure"), so no best_config.py was written.\n')
+    workdir_lib.atomic_write_text(os.path.join(sweep_dir, RESULTS_FILE), text)
+    why = 'no run finished'
+    workdir_lib.write_json(os.path.join(sweep_dir, RESULTS_JSON),
+                           {'grid': grid, 'best_run': None, 'best_reason': why, 'runs': rows})
+    if os.path.exists(best_path):  # A stale recommendation from an earlier sweep here.
+      os.remove(best_path)
+    return {'table': text, 'best_run': None, 'best_reason': why, 'rows': rows}
   workdir_lib.atomic_write_text(os.path.join(sweep_dir, RESULTS_FILE), text)
   best_name, why = choose_best(runs, rows)
   best = next(r for r in runs if r.name == best_name)
   workdir_lib.write_json(os.path.join(sweep_dir, RESULTS_JSON),
                          {'grid': grid, 'best_run': best_name, 'best_reason': why, 'runs': rows})
   workdir_lib.atomic_write_text(
-      os.path.join(sweep_dir, BEST_CONFIG_FILE),
+      best_path,
       best_config_source(best, why, sweep_dir, summaries[best_name]['test_error']))
   return {'table': text, 'best_run': best_name, 'best_reason': why, 'rows': rows}

@@ -289,9 +289,11 @@ def test_dealer_and_online_phases_equal_the_one_pass_sums():
   """The offline (dealer) and online phases, combined, are the one-pass sums bit for bit;
   the dealer's part depends on neither the inputs nor who drops out (the servers retract
   the dropped clients' masks online), and the online part is 1 of 2S arrays."""
-  num_clients, num_params, chunk = 5, 7, 2
+  num_clients, num_params, chunk = 11, 7, 3
   updates = jax.random.normal(jax.random.key(3), (num_clients, num_params)) * 0.3
-  weights = jnp.array([16.0, 0.0, 4.0, 9.0, 1.0])  # Client 1 dropped out.
+  # Dropouts inside a chunk and in the last chunk's overlap with the previous one
+  # (rows 8-10 are computed by chunks 2 and 3; 9 is added by chunk 3 only).
+  weights = jnp.array([16.0, 0.0, 4.0, 9.0, 1.0, 2.0, 3.0, 5.0, 0.0, 0.0, 7.0])
   with jax.enable_x64(True):
     seeds, _, _ = aggregator_lib.round_seeds(jax.random.key(4), num_clients, 3, 'privateyes')
     static = dict(mode='privateyes', spec=SPEC, num_servers=3, prg='threefry2x64',
@@ -310,7 +312,12 @@ def test_dealer_and_online_phases_equal_the_one_pass_sums():
     one_pass = run('all', updates)
     dealer = run('dealer', no_inputs)
     online = run('online', updates)
-    retract = run('retract', no_inputs)
+    _, stats = fused.init_accumulators('privateyes', SPEC, 3, num_params + 1, num_clients)
+    retract, _ = fused.retract_dropped(np.asarray(weights), stats, weights, seeds,
+                                       jnp.float32(MAX_WEIGHT), num_params, **static)
+    # The small retraction chunks sum what the round's chunks would.
+    for a, b in zip(retract, run('retract', no_inputs)):
+      np.testing.assert_array_equal(a, b)
     combined = fused.combine_phases(dealer, online, retract, spec=SPEC, num_servers=3)
     assert len(one_pass) == 6 and len(dealer) == 5 and len(online) == 1
     for a, b in zip(one_pass, combined):
