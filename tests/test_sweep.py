@@ -227,6 +227,14 @@ def test_interrupted_group_resumes_after_the_grid_grew(finished, tmp_path):
     want = final_params(os.path.join(full_dir, 'runs', run.name))
     assert_trees_close(final_params(run_dir), want, rtol=1e-5, atol=1e-6)
   assert not os.listdir(os.path.join(parted, 'groups'))
+  # A group directory left by a process that stopped after its runs wrote their outputs
+  # is removed on the next run, which trains nothing.
+  stale = os.path.join(parted, 'groups', 'group-stale')
+  os.makedirs(stale)
+  workdir_lib.write_json(os.path.join(stale, workdir_lib.CONFIG_FILE), {'sweep_group': {
+      'runs': [r.name for r in spec.expand(config)[:2]], 'id': 'group-stale'}})
+  assert sweep.run_sweep(config, parted)['trained_runs'] == 0
+  assert not os.path.exists(stale)
 
 
 # ------------------------------------------------------------------ results

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 from absl import logging
 import ml_collections
@@ -60,7 +61,8 @@ def _finished(sweep_dir: str, run: spec_lib.Run) -> dict | None:
   return summary if old == workdir_lib.config_to_dict(run.config) else None
 
 
-def _interrupted_groups(sweep_dir: str, pending: list[spec_lib.Run]) -> list[list[spec_lib.Run]]:
+def _interrupted_groups(sweep_dir: str, pending: list[spec_lib.Run],
+                        finished: set[str]) -> list[list[spec_lib.Run]]:
   """The groups with a checkpoint under ``groups/`` whose members all still wait to train.
 
   A group's identity hashes its members, so regrouping the pending runs after the
@@ -81,6 +83,9 @@ def _interrupted_groups(sweep_dir: str, pending: list[spec_lib.Run]) -> list[lis
     members = [by_name.get(n) for n in names]
     if all(members) and spec_lib.group_id(members) == gid:
       out.append(members)
+    elif not any(members) and all(n in finished for n in names):
+      # Every member wrote its outputs; the process stopped before removing this.
+      shutil.rmtree(os.path.join(root, gid), ignore_errors=True)
     else:
       logging.warning('Sweep %s: group %s is not resumed: its runs are no longer all in the '
                       'grid with the same configs (%s).', sweep_dir, gid, ', '.join(names))
@@ -116,7 +121,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, overwrite: bool
   summaries = {r.name: s for r in runs if (s := _finished(sweep_dir, r)) is not None}
   pending = [r for r in runs if r.name not in summaries]
   # Interrupted groups first, with their own members, even if the grid has grown since.
-  groups = _interrupted_groups(sweep_dir, pending)
+  groups = _interrupted_groups(sweep_dir, pending, set(summaries))
   resumed = {r.name for members in groups for r in members}
   groups += spec_lib.group_runs([r for r in pending if r.name not in resumed],
                                 config.sweep.get('max_runs_per_program', 0))
