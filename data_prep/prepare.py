@@ -34,6 +34,10 @@ _EXPECTED = flags.DEFINE_integer('expected_samples_per_person', None,
 _LABEL_KIND = flags.DEFINE_enum('label_kind', '', ['', 'gaze', 'screen'], 'Own study labels.')
 _LABELS_FILE = flags.DEFINE_string('labels_file', '', 'Own study label file name.')
 _H5_FILE = flags.DEFINE_string('h5_file', '', 'Preprocessed HDF5 file name.')
+_SPLITS = flags.DEFINE_string('splits', '', 'GazeCapture: the splits training reads, in '
+                               'order, e.g. "train+test" (all are prepared).')
+_DISTANCE = flags.DEFINE_float('normalized_distance_mm', None,
+                               'Raw MPIIFaceGaze: distance of the normalised camera (mm).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Prepare again even if already prepared.')
 flags.mark_flags_as_required(['dataset', 'manual_dir'])
 
@@ -47,7 +51,8 @@ def data_config_from_flags() -> ml_collections.ConfigDict:
     config.image_size = tuple(int(v) for v in _IMAGE_SIZE.value)
   optional = {'channels': _CHANNELS.value, 'expected_samples_per_person': _EXPECTED.value,
               'label_kind': _LABEL_KIND.value, 'labels_file': _LABELS_FILE.value,
-              'h5_file': _H5_FILE.value, 'people': tuple(_PEOPLE.value)}
+              'h5_file': _H5_FILE.value, 'people': tuple(_PEOPLE.value),
+              'splits': _SPLITS.value, 'normalized_distance_mm': _DISTANCE.value}
   for key, value in optional.items():
     if value not in (None, '', ()):
       config[key] = value

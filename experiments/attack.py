@@ -25,7 +25,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _RUNS = flags.DEFINE_multi_string('run', None, 'A target run\'s workdir (repeat the flag).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the attack\'s results are written.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
-                               'Replace another attack\'s results in --workdir.')
+                               'Start afresh in --workdir (the prior too), replacing '
+                               'this or another attack\'s results.')
 flags.mark_flags_as_required(['run', 'workdir'])
 
 

@@ -9,19 +9,26 @@ from absl import flags
 from absl import logging
 
 from privateyes_jax.data.base import DatasetError
+from privateyes_jax.federated.engine import RoundAborted
 from privateyes_jax.workdir import CheckpointError, WorkdirError
 
-# Errors that describe a problem with the user's input or files, not a bug: print the
-# message alone instead of a traceback.
+# Errors that describe a problem with the user's input or files, or a run stopped on
+# purpose (a NaN round: FloatingPointError; cheating detected: RoundAborted), not a
+# bug: print the message alone instead of a traceback.
 USER_ERRORS = (WorkdirError, CheckpointError, DatasetError, FloatingPointError, ValueError,
-               FileNotFoundError)
+               FileNotFoundError, RoundAborted)
 
 
 def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.stderr.write(f'FATAL Flags parsing error: {e}\nPass --helpfull to see all flags.\n')
+    msg = str(e)
+    if 'Traceback (most recent call last)' in msg:
+      # ml_collections embeds the config file's traceback: keep where and what.
+      lines = [l for l in msg.splitlines() if l.strip()]
+      msg = f'{lines[0]} {lines[-1]}'
+    sys.stderr.write(f'FATAL Flags parsing error: {msg}\nPass --helpfull to see all flags.\n')
     sys.exit(2)
   except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.x field.
     msg = str(e).strip('"\'').replace("\\'", "'").replace('\\n', ' ')

@@ -21,7 +21,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory (runs, results).')
 _OVERWRITE = flags.DEFINE_bool(
-    'overwrite', False, 'Replace runs in --workdir whose config differs instead of refusing.')
+    'overwrite', False, 'Start afresh: delete the sweep\'s runs in --workdir instead of '
+    'reusing finished ones (and refusing runs of another config).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

@@ -29,7 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 _OVERWRITE = flags.DEFINE_bool(
-    'overwrite', False, 'Delete a different run found in --workdir instead of refusing.')
+    'overwrite', False, 'Start afresh: delete the run found in --workdir instead of resuming '
+    'it (or refusing it, if its config differs).')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'Multi-host: process 0\'s host:port (default: '
     f'${distributed.ENV_COORDINATOR}).')

@@ -62,7 +62,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
   Args:
     config: an experiment config (see experiments/configs/).
     workdir: directory for this run's outputs; resumed if it holds this run.
-    overwrite: delete a different run found in ``workdir`` instead of refusing.
+    overwrite: start afresh: delete the run found in ``workdir`` instead of
+      resuming it (same config) or refusing it (another config).
     halt_after: stop after this many steps as if interrupted (for tests and
       preemption drills); the summary is not written then.
   """

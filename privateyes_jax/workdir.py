@@ -52,6 +52,7 @@ METRICS_FILE = 'metrics.jsonl'
 SUMMARY_FILE = 'summary.json'
 CHECKPOINT_DIR = 'checkpoints'
 TENSORBOARD_DIR = 'tensorboard'
+VIEWS_DIR = 'views'  # What the federated engine records for the DualView attack.
 
 
 class WorkdirError(ValueError):
@@ -280,8 +281,9 @@ class Workdir:
         raise WorkdirError(
             f'Workdir {path!r} holds a run with a different config:\n  {shown}\n'
             'Use another --workdir, or pass --overwrite to delete that run and start afresh.')
-      if differences and is_primary():
-        logging.warning('Overwriting the run in %s (config changed).', path)
+      if overwrite and is_primary():  # Start afresh, whether or not the config changed.
+        logging.warning('Overwriting the run in %s%s.', path,
+                        ' (config changed)' if differences else '')
         cls.clear(path)
     elif overwrite and is_primary():
       cls.clear(path)
@@ -299,7 +301,7 @@ class Workdir:
     for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE):
       if os.path.exists(os.path.join(path, name)):
         os.remove(os.path.join(path, name))
-    for name in (CHECKPOINT_DIR, TENSORBOARD_DIR):
+    for name in (CHECKPOINT_DIR, TENSORBOARD_DIR, VIEWS_DIR):
       shutil.rmtree(os.path.join(path, name), ignore_errors=True)
 
   # ----------------------------------------------------------------- checkpoints

@@ -29,6 +29,13 @@ def test_cli_runs_and_rejects_bad_flags(tmp_path):
   assert changed.returncode == 1
   assert 'different config' in changed.stderr and 'Traceback' not in changed.stderr
 
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  preset = subprocess.run([sys.executable, '-m', 'experiments.train',
+                           '--config=experiments/configs/default.py:tinyy', f'--workdir={wd}'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert preset.returncode == 2
+  assert "Unknown preset 'tinyy'" in preset.stderr and 'Traceback' not in preset.stderr
+
 
 def test_attack_cli_explains_a_run_without_views(tmp_path):
   wd = str(tmp_path / 'run')

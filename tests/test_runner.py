@@ -58,6 +58,22 @@ def test_refuses_workdir_with_other_config(tmp_path):
   assert summary['steps'] == 16
 
 
+def test_overwrite_starts_afresh_with_the_same_config(tmp_path):
+  wd = str(tmp_path / 'run')
+  runner.train_and_evaluate(tiny_config(), wd)
+  assert workdir_lib.Workdir(wd).latest_step() == 12
+  os.makedirs(os.path.join(wd, 'views'))  # As a federated run that recorded views.
+  open(os.path.join(wd, 'views', 'round_00001.npz'), 'w').close()
+  # Without --overwrite the finished run is reused; with it, training restarts at step 0.
+  assert runner.train_and_evaluate(tiny_config(), wd, halt_after=4) != {'halted_at_step': 4}
+  assert runner.train_and_evaluate(tiny_config(), wd, overwrite=True,
+                                   halt_after=4) == {'halted_at_step': 4}
+  assert workdir_lib.Workdir(wd).latest_step() == 4
+  assert not os.path.exists(os.path.join(wd, 'views'))  # No stale views for the attack.
+  rows = [json.loads(l) for l in open(os.path.join(wd, 'metrics.jsonl'))]
+  assert [r['step'] for r in rows] == [4]
+
+
 def test_unusable_workdir(tmp_path):
   not_a_dir = tmp_path / 'file'
   not_a_dir.write_text('x')

@@ -68,7 +68,7 @@ from privateyes_jax.mpc import ring
 THREAT_MODELS = ('plain_fl', 'adaptive_fl', 'privateyes', 'privateyes_output_model',
                  'generic_mpc')
 GAZE_DISTRIBUTIONS = ('aux_gaussian', 'samples')
-VIEWS_DIR = 'views'  # As written by federated/engine.py.
+VIEWS_DIR = workdir_lib.VIEWS_DIR  # As written by federated/engine.py.
 _ROUND_FILE = re.compile(r'round_(\d{5})\.npz$')
 
 
@@ -310,31 +310,39 @@ def format_table(rows: dict[str, dict]) -> str:
   return '\n'.join(lines)
 
 
-def _attack_identity(config, runs: Sequence[RecordedRound]) -> dict:
-  """What the attack's results depend on: its config and each target's run and round."""
+def _attack_identity(config, runs: Sequence[RecordedRound], attack_dir: str | None) -> dict:
+  """What the attack's results depend on: its config and each target's run and round.
+
+  Targets are named relative to the attack directory, so moving or copying a tree
+  that holds both (e.g. ``runs/demo``) keeps a finished attack recognised.
+  """
   from privateyes_jax.federated import engine  # pylint: disable=g-import-not-at-top
+  where = lambda path: (os.path.relpath(os.path.abspath(path), os.path.abspath(attack_dir))
+                        if attack_dir else os.path.abspath(path))
   return {'attack_config': workdir_lib.config_to_dict(config),
-          'targets': [{'run': os.path.abspath(r.run_dir), 'round': r.round,
+          'targets': [{'run': where(r.run_dir), 'round': r.round,
                        'config_fingerprint': engine.config_fingerprint(r.config)} for r in runs]}
 
 
 def _check_attack_dir(attack_dir: str, identity: dict, overwrite: bool) -> dict | None:
-  """Refuses a directory of another attack; returns its summary if this attack is done."""
+  """Refuses a directory of another attack; returns its summary if this attack is done.
+
+  ``overwrite`` starts afresh: the results, and the prior too, are made again.
+  """
   path = os.path.join(attack_dir, workdir_lib.CONFIG_FILE)
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    if old != identity:
-      if not overwrite:
-        changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-        raise workdir_lib.WorkdirError(
-            f'{attack_dir!r} holds an attack with another config or other targets (differs in '
-            f'{changed}); use another directory or pass --overwrite.')
+    if old != identity and not overwrite:
+      changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+      raise workdir_lib.WorkdirError(
+          f'{attack_dir!r} holds an attack with another config or other targets (differs in '
+          f'{changed}); use another directory or pass --overwrite.')
+    if overwrite:
       for name in (workdir_lib.SUMMARY_FILE, workdir_lib.CONFIG_FILE):
         if os.path.exists(os.path.join(attack_dir, name)):
           os.remove(os.path.join(attack_dir, name))
-      if old.get('attack_config', {}).get('prior') != identity['attack_config']['prior']:
-        shutil.rmtree(os.path.join(attack_dir, 'prior'), ignore_errors=True)
+      shutil.rmtree(os.path.join(attack_dir, 'prior'), ignore_errors=True)
     else:
       summary = os.path.join(attack_dir, workdir_lib.SUMMARY_FILE)
       if os.path.exists(summary):
@@ -356,7 +364,8 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
     attack_dir: where ``summary.json``, the plots and the prior go. A finished
       attack of the same config and targets is read back instead of rerun; one
       of another config is refused unless ``overwrite``. None: nothing written.
-    overwrite: replace another attack's results in ``attack_dir``.
+    overwrite: start afresh in ``attack_dir`` (another attack's results, or this
+      one's, and the prior are replaced).
 
   Returns:
     ``{'threat_models': {name: row}, 'per_person': {name: [rows]}, 'timings',
@@ -375,7 +384,7 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   if duplicates:
     raise ValueError(f'Threat models {duplicates} come from more than one target run; attack '
                      'those runs separately.')
-  identity = _attack_identity(config, runs)
+  identity = _attack_identity(config, runs, attack_dir)
   if attack_dir:
     done = _check_attack_dir(attack_dir, identity, overwrite)
     if done is not None:

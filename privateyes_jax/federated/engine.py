@@ -39,7 +39,7 @@ from privateyes_jax.federated import server as server_lib
 from privateyes_jax.workdir import Workdir
 
 AGGREGATORS = ('mean', 'privateyes', 'privateyes_semi_honest')
-VIEWS_DIR = 'views'
+VIEWS_DIR = workdir_lib.VIEWS_DIR
 
 
 class RoundRejected(FloatingPointError):

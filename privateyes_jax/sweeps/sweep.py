@@ -99,7 +99,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, overwrite: bool
   Args:
     config: an experiment config with a ``sweep`` section (experiments/configs/sweep.py).
     sweep_dir: the sweep's directory.
-    overwrite: replace runs in ``sweep_dir`` whose config differs instead of refusing.
+    overwrite: start afresh: delete the runs (and interrupted groups) in ``sweep_dir``
+      instead of reusing finished ones and refusing ones of another config.
     halt_after: stop the first group that trains after this many rounds, as if
       interrupted (tests and drills); nothing else is written then.
 
@@ -111,6 +112,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str, overwrite: bool
   if not sweep_dir:
     raise workdir_lib.WorkdirError('No sweep directory given: pass --workdir=/path/to/sweep.')
   os.makedirs(os.path.join(sweep_dir, group_lib.RUNS_DIR), exist_ok=True)
+  if overwrite:
+    shutil.rmtree(os.path.join(sweep_dir, group_lib.GROUPS_DIR), ignore_errors=True)
   for run in runs:  # Refuse (or clear, with overwrite) other runs before any training.
     workdir_lib.Workdir.open(group_lib.run_dir(sweep_dir, run), run.config,
                              overwrite=overwrite).close()

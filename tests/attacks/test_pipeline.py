@@ -1,5 +1,6 @@
 """DualView on real (tiny) training runs: views read back, every threat model, refusals."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -87,6 +88,16 @@ def test_attack_end_to_end_writes_every_threat_model(runs, tmp_path):
   assert list(redone['threat_models']) == ['plain_fl']
   prior_config = json.load(open(os.path.join(out_dir, 'prior', 'prior_config.json')))
   assert prior_config['batch_size'] == 4
+
+
+def test_finished_attack_is_recognised_after_its_tree_moves(runs):
+  """Targets are recorded relative to the attack directory (e.g. a copied runs/demo)."""
+  recorded = pipeline.load_round(runs[0])
+  def identity(root):
+    moved = dataclasses.replace(recorded, run_dir=os.path.join(root, 'fedavg'))
+    return pipeline._attack_identity(tiny_attack(), [moved], os.path.join(root, 'attack'))
+  assert identity('/a/runs/demo') == identity('/elsewhere/demo_copy')
+  assert identity('/a/runs/demo')['targets'][0]['run'] == os.path.join('..', 'fedavg')
 
 
 def test_run_without_views_is_refused(tmp_path):
