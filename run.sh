@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PrivatEyes-JAX set-up and entry point.
-#   ./run.sh            run the demo job end to end on the embedded synthetic dataset
+#   ./run.sh [flags]    run the demo job end to end on the embedded synthetic dataset
+#                       (flags go to experiments/demo.py, e.g. --overwrite)
 #   ./run.sh test [...] run the whole test suite (extra arguments go to pytest)
 # A local virtualenv (.venv, or $PRIVATEYES_VENV) is created on first use and reused;
 # the project is (re)installed into it whenever setup.py changes.
@@ -22,13 +23,17 @@ if [ ! -f "$STAMP" ] || [ setup.py -nt "$STAMP" ]; then
 fi
 
 cmd="${1:-demo}"
-[ $# -gt 0 ] && shift
+if [[ "$cmd" == -* ]]; then
+  cmd=demo  # ./run.sh --overwrite: flags for the demo.
+else
+  [ $# -gt 0 ] && shift
+fi
 case "$cmd" in
   demo)
     exec "$VENV/bin/python" -m experiments.demo "$@" ;;
   test)
     exec "$VENV/bin/python" -m pytest tests -q "$@" ;;
   *)
-    echo "usage: ./run.sh [demo|test] [args...]" >&2
+    echo "usage: ./run.sh [demo] [--overwrite ...] | ./run.sh test [pytest args...]" >&2
     exit 2 ;;
 esac
