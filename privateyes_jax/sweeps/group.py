@@ -25,9 +25,9 @@ aggregator keys are those of `engine.train`. A run's results therefore equal
 fixed-point rounding that float rounding can move).
 
 A run that fails stops as a single run would, while the other runs of the group go
-on: a NaN/inf individual update or loss, or a value outside the MPC ring, *rejects*
-it; cheating detected by the secure aggregation *aborts* it. Its model stays at the
-last good round and it gets no further rows.
+on (`FAILURES`): a NaN/inf individual update or loss *rejects* it, a value outside
+the MPC ring leaves it *out_of_range*, cheating detected by the secure aggregation
+*aborts* it. Its model stays at the last good round and it gets no further rows.
 
 Outputs: each run's directory is an ordinary workdir (``config.json``,
 ``metrics.jsonl``, ``summary.json`` and a final checkpoint in the engine's format, so
@@ -334,9 +334,9 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
         run_wds[i].append_metrics(row)
       state.update(round=np.asarray(done, np.int64), elapsed_s=np.asarray(elapsed, np.float64),
                    failed_round=failed.copy(), failure_kind=kinds.copy())
-      if agg_states is not None:
-        state['aggregator_state'] = _stack(agg_states)
       if done % fl.checkpoint_every == 0 or done == rounds:
+        if agg_states is not None:
+          state['aggregator_state'] = _stack(agg_states)
         group_wd.save(done, state)
       shown = {'runs_alive': len(live)}
       if evaluated and len(live):
