@@ -43,7 +43,7 @@ from privateyes_jax.workdir import CheckpointError, WorkdirError
 
 PARAM_KEYS = ('params', 'client_params')  # Global model; local-only: one per client.
 # Folders of a workdir that never hold runs (skipped when looking for runs).
-_NOT_RUNS = (workdir_lib.CHECKPOINT_DIR, workdir_lib.TENSORBOARD_DIR, 'views')
+_NOT_RUNS = (workdir_lib.CHECKPOINT_DIR, workdir_lib.TENSORBOARD_DIR, workdir_lib.VIEWS_DIR)
 _VIEW_FILE = re.compile(r'round_(\d+)\.npz$')
 
 
@@ -132,7 +132,7 @@ def read_metrics(path: str) -> list[dict]:
 
 def view_rounds(path: str) -> list[int]:
   """Rounds whose observer view was recorded in ``views/`` (complete files only)."""
-  names = glob.glob(os.path.join(path, 'views', 'round_*.npz'))
+  names = glob.glob(os.path.join(path, workdir_lib.VIEWS_DIR, 'round_*.npz'))
   return sorted(int(m.group(1)) for m in (_VIEW_FILE.search(os.path.basename(n))
                                           for n in names) if m)
 

@@ -68,7 +68,6 @@ from privateyes_jax.mpc import ring
 THREAT_MODELS = ('plain_fl', 'adaptive_fl', 'privateyes', 'privateyes_output_model',
                  'generic_mpc')
 GAZE_DISTRIBUTIONS = ('aux_gaussian', 'samples')
-VIEWS_DIR = workdir_lib.VIEWS_DIR  # As written by federated/engine.py.
 _ROUND_FILE = re.compile(r'round_(\d{5})\.npz$')
 
 
@@ -161,7 +160,7 @@ def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
 
 def recorded_rounds(run_dir: str) -> list[int]:
   """The rounds (1-based) whose views ``run_dir`` holds, ascending."""
-  paths = glob.glob(os.path.join(run_dir, VIEWS_DIR, 'round_*.npz'))
+  paths = glob.glob(os.path.join(run_dir, workdir_lib.VIEWS_DIR, 'round_*.npz'))
   return sorted(int(m.group(1)) for p in paths if (m := _ROUND_FILE.search(p)))
 
 
@@ -169,12 +168,12 @@ def _open_view(run_dir: str, config, round_: int) -> dict[str, np.ndarray]:
   rounds = recorded_rounds(run_dir)
   if not rounds:
     raise ViewError(
-        f'{run_dir!r} has no recorded views ({VIEWS_DIR}/round_NNNNN.npz). Train it with '
-        '--config.record_views=last (or all) to record what the observing party sees.')
+        f'{run_dir!r} has no recorded views ({workdir_lib.VIEWS_DIR}/round_NNNNN.npz). Train it '
+        'with --config.record_views=last (or all) to record what the observing party sees.')
   r = rounds[-1] if round_ == -1 else round_
   if r not in rounds:
     raise ViewError(f'{run_dir!r} has no recorded view of round {r}; recorded: {rounds}.')
-  path = os.path.join(run_dir, VIEWS_DIR, f'round_{r:05d}.npz')
+  path = os.path.join(run_dir, workdir_lib.VIEWS_DIR, f'round_{r:05d}.npz')
   try:
     with np.load(path) as z:
       view = {k: z[k] for k in z.files}

@@ -39,7 +39,6 @@ from privateyes_jax.federated import server as server_lib
 from privateyes_jax.workdir import Workdir
 
 AGGREGATORS = ('mean', 'privateyes', 'privateyes_semi_honest')
-VIEWS_DIR = workdir_lib.VIEWS_DIR
 
 
 class RoundRejected(FloatingPointError):
@@ -69,6 +68,16 @@ def build_aggregator(config, num_clients: int, num_params: int):
         mpc_config, max_weight=config.fl.local_steps * config.batch_size,
         num_params=num_params)
   raise ValueError(f'Unknown aggregator {agg.name!r}; available: {", ".join(AGGREGATORS)}.')
+
+
+def aggregator_init_key(seed: int) -> jax.Array:
+  """The key of a run's aggregator state (the MPC dealer's MAC key)."""
+  return jax.random.PRNGKey(seed + 1)
+
+
+def aggregator_round_key(seed: int, round_idx: int) -> jax.Array:
+  """The key of a run's aggregation in round ``round_idx`` (0-based)."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed + 2), round_idx)
 
 
 def evaluate_stacked(predict, stacked_params, people, label_kind: str) -> dict[str, float]:
@@ -130,7 +139,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     state = {'client_params': jax.tree.map(lambda x: jnp.stack([x] * num_clients), params)}
   else:
     state = {'params': params, 'server_opt_state': server_opt.init(params),
-             'aggregator_state': aggregator.init(jax.random.PRNGKey(config.seed + 1))}
+             'aggregator_state': aggregator.init(aggregator_init_key(config.seed))}
   state.update(round=np.asarray(0, np.int64), elapsed_s=np.asarray(0.0, np.float64))
   latest = workdir.latest_step()
   if latest is not None:
@@ -181,7 +190,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     if local_only:
       state['client_params'] = apply_deltas(state['client_params'], local.updates)
     else:
-      agg_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 2), r)
+      agg_key = aggregator_round_key(config.seed, r)
       record = _should_record(config, r, rounds) and workdir_lib.is_primary()
       agg_state, result = aggregator.apply(state['aggregator_state'], local.updates,
                                            local.weights, agg_key, r, record_view=record)
@@ -298,7 +307,7 @@ def _record_view(workdir: Workdir, r: int, config, names, client_ids, params_bef
   (flattened), the sampled clients and the aggregator's view arrays (plain FL: every
   individual update; PrivatEyes: the coalition's shares and opened values).
   """
-  directory = os.path.join(workdir.path, VIEWS_DIR)
+  directory = os.path.join(workdir.path, workdir_lib.VIEWS_DIR)
   os.makedirs(directory, exist_ok=True)
   arrays = {f'view/{k}': np.asarray(v) for k, v in _compact_view(view).items()}
   path = os.path.join(directory, f'round_{r + 1:05d}.npz')

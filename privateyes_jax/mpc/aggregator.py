@@ -626,8 +626,7 @@ class SecureAggregator:
         # Dropouts become known only now: the servers subtract their shares of the
         # dropped clients' masks, in small chunks (work in proportion to the dropouts).
         retract_acc, stats = fused.retract_dropped(
-            np.asarray(jax.device_get(weights)), stats, weights, input_seeds, max_weight,
-            num_params, **static)
+            host_weights, stats, weights, input_seeds, max_weight, num_params, **static)
         acc = fused.combine_phases(dealer_acc, acc, retract_acc, spec=self.spec,
                                    num_servers=self.num_servers)
       # Nothing is opened before every scaled value is known to be in range.

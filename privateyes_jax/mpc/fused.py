@@ -426,25 +426,23 @@ RETRACT_CHUNK = 8  # Rows per retraction program: bounded waste, few dispatches.
 
 
 def retract_dropped(host_weights: np.ndarray, stats, weights, seeds, max_weight,
-                    num_params: int, *, mode, spec, num_servers, prg, chunk, num_clients):
+                    num_params: int, **static):
   """The cohort's dealer sums restricted to the clients with weight 0 (``phase='retract'``).
 
   Run online, once the round's submissions are known, over chunks of at most
-  `RETRACT_CHUNK` rows that hold a dropped client (``chunk`` is the round's chunk,
-  unused here but accepted so callers can pass their static arguments).
+  `RETRACT_CHUNK` rows that hold a dropped client. ``static``: the round's static
+  arguments of `accumulate` (its ``chunk`` is replaced by the small one).
 
   Returns:
     (accumulators as ``phase='dealer'``'s, or None when nobody dropped out, stats).
   """
-  del chunk
-  small = min(RETRACT_CHUNK, num_clients)
+  small = min(RETRACT_CHUNK, static['num_clients'])
+  static = dict(static, chunk=small, phase='retract')
   no_inputs = jnp.zeros((0, num_params), jnp.float32)
   acc = None
   for n in sorted({int(c) // small for c in np.flatnonzero(host_weights == 0)}):
     acc, stats, _ = accumulate(acc, stats, no_inputs, jnp.int32(0), weights, seeds,
-                               max_weight, jnp.int32(n), mode=mode, spec=spec,
-                               num_servers=num_servers, prg=prg, chunk=small,
-                               num_clients=num_clients, phase='retract')
+                               max_weight, jnp.int32(n), **static)
   return acc, stats
 
 

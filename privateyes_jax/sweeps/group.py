@@ -225,7 +225,7 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
                 else engine.build_aggregator(base, k, num_params))
   state = {'params': params, 'server_opt_state': server_state,
            'aggregator_state': (() if aggregator is None else _stack(
-               [aggregator.init(jax.random.PRNGKey(r.config.seed + 1)) for r in runs])),
+               [aggregator.init(engine.aggregator_init_key(r.config.seed)) for r in runs])),
            'failed_round': np.zeros(num_runs, np.int64),  # 0: alive.
            'failure_kind': np.zeros(num_runs, np.int64),  # One of FAILURES.
            'round': np.asarray(0, np.int64), 'elapsed_s': np.asarray(0.0, np.float64)}
@@ -295,12 +295,16 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       if aggregator is None:
         mean = fns.mean(updates, weights)
       else:
-        means = []
-        for i in range(num_runs):
-          if ok[i]:
-            ok[i], mean_i, stats[i] = _secure_round(aggregator, agg_states, i, runs[i], r,
-                                                    updates[i], weights[i], fail)
-          means.append(mean_i if ok[i] else jnp.zeros((num_params,), jnp.float32))
+        # Failed runs get a placeholder mean; the server step keeps their state.
+        means = [jnp.zeros((num_params,), jnp.float32)] * num_runs
+        for i in np.flatnonzero(ok):
+          out = _secure_round(aggregator, agg_states[i], runs[i].config.seed, r,
+                              updates[i], weights[i])
+          if isinstance(out, Failure):
+            fail(i, r, out.kind, out.message)
+            ok[i] = False
+          else:
+            agg_states[i], means[i], stats[i] = out
         mean = jnp.stack(means)
       new_params, new_server = fns.server(state['params'], state['server_opt_state'], ok, mean)
       losses, weights = np.asarray(losses), np.asarray(weights)
@@ -416,27 +420,29 @@ def _generic_failure(kind: str, round_no: int) -> str:
   return _rejected_message(round_no)
 
 
-def _secure_round(aggregator, agg_states: list, i: int, run: spec_lib.Run, r: int,
-                  updates, weights, fail) -> tuple[bool, Any, dict]:
-  """Run i's secure aggregation in round r, as the engine does it for a single run.
+class Failure(NamedTuple):
+  """Why a run stopped: a `FAILURES` kind and the message for its summary."""
+  kind: str
+  message: str
 
-  Returns ``(ok, mean update [P], stats)``; on a failure calls ``fail`` and returns
-  ``ok`` False (the run stops; the other runs go on).
+
+def _secure_round(aggregator, agg_state, seed: int, r: int, updates, weights):
+  """One run's secure aggregation in round r, with the keys of its single run.
+
+  Returns ``(new aggregator state, mean update [P], stats)``, or a `Failure` (the
+  run stops; the other runs go on).
   """
-  key = jax.random.fold_in(jax.random.PRNGKey(run.config.seed + 2), r)
   try:
-    new_state, result = aggregator.apply(agg_states[i], updates, weights, key, r,
+    new_state, result = aggregator.apply(agg_state, updates, weights,
+                                         engine.aggregator_round_key(seed, r), r,
                                          record_view=False)
   except ring.RingOverflowError as e:
-    fail(i, r, 'out_of_range', f'Round {r + 1}: {str(e).rstrip(".")}. The run stopped with '
-         f'its model of round {r}.')
-    return False, None, {}
+    return Failure('out_of_range', f'Round {r + 1}: {str(e).rstrip(".")}. The run stopped '
+                   f'with its model of round {r}.')
   if not result.ok:
-    fail(i, r, 'aborted', f'Round {r + 1} aborted by the secure aggregation: '
-         f'{result.failure.rstrip(".")}. The run stopped with its model of round {r}.')
-    return False, None, {}
-  agg_states[i] = new_state
-  return True, result.mean_update, dict(result.stats)
+    return Failure('aborted', f'Round {r + 1} aborted by the secure aggregation: '
+                   f'{result.failure.rstrip(".")}. The run stopped with its model of round {r}.')
+  return new_state, result.mean_update, dict(result.stats)
 
 
 def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: float,

@@ -138,23 +138,18 @@ def write(sweep_dir: str, runs: Sequence[spec_lib.Run], summaries: dict[str, dic
   rows = rank(runs, summaries)
   text = table(runs, rows, grid)
   best_path = os.path.join(sweep_dir, BEST_CONFIG_FILE)
-  if not any(math.isfinite(_error(row)) for row in rows):
-    # Nothing to recommend: say why instead of naming a failed run as the best.
+  if any(math.isfinite(_error(row)) for row in rows):
+    best_name, why = choose_best(runs, rows)
+    best = next(r for r in runs if r.name == best_name)
+    workdir_lib.atomic_write_text(
+        best_path, best_config_source(best, why, sweep_dir, summaries[best_name]['test_error']))
+  else:  # Nothing to recommend: say why instead of naming a failed run as the best.
+    best_name, why = None, 'no run finished'
     text += ('\nNo run finished with a held-out error (see each run\'s summary.json '
              '"failure"), so no best_config.py was written.\n')
-    workdir_lib.atomic_write_text(os.path.join(sweep_dir, RESULTS_FILE), text)
-    why = 'no run finished'
-    workdir_lib.write_json(os.path.join(sweep_dir, RESULTS_JSON),
-                           {'grid': grid, 'best_run': None, 'best_reason': why, 'runs': rows})
     if os.path.exists(best_path):  # A stale recommendation from an earlier sweep here.
       os.remove(best_path)
-    return {'table': text, 'best_run': None, 'best_reason': why, 'rows': rows}
   workdir_lib.atomic_write_text(os.path.join(sweep_dir, RESULTS_FILE), text)
-  best_name, why = choose_best(runs, rows)
-  best = next(r for r in runs if r.name == best_name)
   workdir_lib.write_json(os.path.join(sweep_dir, RESULTS_JSON),
                          {'grid': grid, 'best_run': best_name, 'best_reason': why, 'runs': rows})
-  workdir_lib.atomic_write_text(
-      best_path,
-      best_config_source(best, why, sweep_dir, summaries[best_name]['test_error']))
   return {'table': text, 'best_run': best_name, 'best_reason': why, 'rows': rows}
