@@ -66,9 +66,10 @@ def prepare_and_describe(data_config, overwrite: bool = False) -> str:
   fmt = dataset_format(data_config)
   builder = common.prepare(fmt, data_config, overwrite=overwrite)
   people, people_per_split = [], {}
+  prepared = list(builder.info.splits.keys())  # Empty splits are not written.
   for split in fmt.splits:
     split_people = ()
-    if builder.info.splits[split].num_examples:
+    if split in prepared and builder.info.splits[split].num_examples:
       split_people = tfds_source.read_gaze_dataset(builder, split, fmt.name,
                                                    fmt.label_kind).people
     people_per_split[split] = len(split_people)
@@ -78,7 +79,10 @@ def prepare_and_describe(data_config, overwrite: bool = False) -> str:
   lines = [f'prepared in {builder.data_dir}',
            common.describe(dataset, people_per_split if several else None)]
   if several:
-    read = common.read_splits(fmt, data_config)
+    absent = [s for s in fmt.splits if s not in prepared]
+    if absent:
+      lines.append(f'not prepared (no recording of the chosen people): {", ".join(absent)}')
+    read = common.present_splits(fmt, builder, data_config)
     held_out = people_per_split[read[-1]]
     lines.append(f'training reads splits {"+".join(read)} (data.splits), people in that order: '
                  f'data.protocol="holdout" with data.num_test_people={held_out} holds out '
