@@ -215,7 +215,7 @@ def test_prepared_once_and_settings_separate(tmp_path):
 def test_registry_names():
   assert set(builders.DATASETS) == {'mpiigaze', 'mpiifacegaze', 'mpiifacegaze_raw',
                                     'gazecapture', 'mpiigaze_h5', 'mpiifacegaze_h5',
-                                    'own_study'}
+                                    'own_study', 'nvgaze'}
 
 
 def test_neutral_config_values_mean_defaults(tmp_path):

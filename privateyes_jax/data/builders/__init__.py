@@ -8,9 +8,11 @@ TFDS nor h5py/scipy/Pillow; see docs/DATASETS.md for each on-disk format.
 Config fields read by the builders (all optional except ``manual_dir`` for a first
 build): ``data.manual_dir``, ``data.data_dir``, ``data.image_size``,
 ``data.channels``, ``data.people``, ``data.expected_samples_per_person``,
+``data.image_value_range`` (images wider than 8 bits),
 ``data.splits`` (GazeCapture), ``data.h5_file`` (preprocessed HDF5),
 ``data.label_kind`` and ``data.labels_file`` (own study),
-``data.normalized_distance_mm`` (raw MPIIFaceGaze).
+``data.normalized_distance_mm`` (raw MPIIFaceGaze),
+``data.nvgaze_pitch``, ``data.nvgaze_yaw`` (required) and ``data.nvgaze_images`` (NVGaze).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _FORMATS = {
     'gazecapture': ('gazecapture', 'GAZECAPTURE'),
     'mpiigaze_h5': ('preprocessed_h5', 'MPIIGAZE_H5'),
     'mpiifacegaze_h5': ('preprocessed_h5', 'MPIIFACEGAZE_H5'),
+    'nvgaze': ('nvgaze', 'NVGAZE'),
     'own_study': None,
 }
 
