@@ -52,6 +52,9 @@ def test_gazecapture_train_only_subset_reads_what_exists(tmp_path):
   config = _config('gazecapture', root, tmp_path, image_size=8)
   # Default splits are train+test: test is absent, train is read.
   assert data_lib.load_dataset(config).person_names == ['00002', '00003']
+  text = builders.prepare_and_describe(config)
+  assert 'not prepared (no recording of the chosen people): validation, test' in text, text
+  assert 'training reads split train (data.splits)' in text, text
   with pytest.raises(DatasetError, match="split test was not prepared.*prepared splits: train"):
     data_lib.load_dataset(_config('gazecapture', root, tmp_path, image_size=8, splits='test'))
 

@@ -87,7 +87,11 @@ def prepare_and_describe(data_config, overwrite: bool = False) -> str:
       lines.append(f'not prepared (no recording of the chosen people): {", ".join(absent)}')
     read = common.present_splits(fmt, builder, data_config)
     held_out = people_per_split[read[-1]]
-    lines.append(f'training reads splits {"+".join(read)} (data.splits), people in that order: '
-                 f'data.protocol="holdout" with data.num_test_people={held_out} holds out '
-                 f'exactly the {read[-1]!r} split.')
+    if len(read) > 1:
+      lines.append(f'training reads splits {"+".join(read)} (data.splits), people in that '
+                   f'order: data.protocol="holdout" with data.num_test_people={held_out} holds '
+                   f'out exactly the {read[-1]!r} split.')
+    else:
+      lines.append(f'training reads split {read[0]} (data.splits); no official split is held '
+                   'out, so data.num_test_people people of it are.')
   return '\n'.join(lines)

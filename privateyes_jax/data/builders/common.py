@@ -294,6 +294,7 @@ def present_splits(fmt: DatasetFormat, builder, data_config) -> tuple[str, ...]:
 
 def load(fmt: DatasetFormat, data_config) -> base.GazeDataset:
   """Prepares ``fmt`` (once) and reads its splits, people in split order then by name."""
+  read_splits(fmt, data_config)  # An unknown split name fails before preparing.
   builder = prepare(fmt, data_config)
   splits = present_splits(fmt, builder, data_config)
   people = []
