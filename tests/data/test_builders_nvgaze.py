@@ -81,3 +81,19 @@ def test_bad_files(tmp_path):
       '120.0,0.0\n')
   with pytest.raises(DatasetError, match=r'gaze of line 2 is \[0.0, -2.09.*Degrees instead'):
     data_lib.load_dataset(_config(root, tmp_path))
+
+
+def test_merged_h5_without_image_names(tmp_path):
+  """mergeH5Files.py's layout: float32 labels, images [N, 1, 1, 1, H, W], no name datasets."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'nvgaze'
+  root.mkdir()
+  images = np.arange(2 * 12 * 16, dtype=np.uint8).reshape(2, 1, 1, 1, 12, 16)
+  with h5py.File(root / 'merged.h5', 'w') as f:
+    f.create_dataset('images', data=images)
+    f.create_dataset('float_gaze_x_degree', data=np.array([-10.0, 5.0], np.float32))
+    f.create_dataset('float_gaze_y_degree', data=np.array([2.0, -3.0], np.float32))
+  person = data_lib.load_dataset(_config(root, tmp_path)).people[0]
+  assert person.sample_id.tolist() == ['000000/images_e0_v0', '000001/images_e0_v0']
+  np.testing.assert_allclose(person.labels, np.radians([[2.0, 10.0], [-3.0, -5.0]]), atol=1e-6)
+  np.testing.assert_array_equal(person.images[1, ..., 0], images[1, 0, 0, 0])

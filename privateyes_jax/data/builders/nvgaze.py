@@ -301,7 +301,8 @@ def _h5_numbers(f, key: str, path: str, n: int) -> np.ndarray:
 def plan_h5(path: str, person: str, params: common.BuildParams) -> H5Plan:
   with common.open_hdf5(path) as f:
     if IMAGES_KEY not in f:
-      raise DatasetError(f'{path}: no dataset {IMAGES_KEY!r} (found {", ".join(sorted(f.keys()))}).')
+      raise DatasetError(f'{path}: no dataset {IMAGES_KEY!r} '
+                         f'(found {", ".join(sorted(f.keys()))}).')
     shape = tuple(f[IMAGES_KEY].shape)
     if len(shape) != 6 or shape[3] not in (1, 3) or shape[0] < 1:
       raise DatasetError(f'{path}: {IMAGES_KEY} has shape {shape}, expected [N, eyes, views, '
