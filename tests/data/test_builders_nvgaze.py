@@ -97,3 +97,12 @@ def test_merged_h5_without_image_names(tmp_path):
   assert person.sample_id.tolist() == ['000000/images_e0_v0', '000001/images_e0_v0']
   np.testing.assert_allclose(person.labels, np.radians([[2.0, 10.0], [-3.0, -5.0]]), atol=1e-6)
   np.testing.assert_array_equal(person.images[1, ..., 0], images[1, 0, 0, 0])
+
+
+def test_footage_without_image_columns(tmp_path):
+  root = tmp_path / 'nvgaze'
+  (root / 'a').mkdir(parents=True)
+  (root / 'a' / 'footage_description.csv').write_text(
+      'archive,image_0,float_gaze_x_degree,float_gaze_y_degree\nf.zip,0.png,1.0,2.0\n')
+  with pytest.raises(DatasetError, match='no image column .expected titles such as image_L_0'):
+    data_lib.load_dataset(_config(root, tmp_path))

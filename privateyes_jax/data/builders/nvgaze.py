@@ -130,13 +130,15 @@ def image_columns(titles) -> list[ImageColumn]:
 
 def _chosen(columns: list[ImageColumn], params: common.BuildParams,
             where: str) -> list[ImageColumn]:
+  if not columns:
+    raise DatasetError(f'{where}: no image column (expected titles such as image_L_0, '
+                       'image_R_0: image_..._<L|R>_<view>).')
   wanted = params.option('images') or [c.name for c in columns]
   by_name = {c.name: c for c in columns}
   missing = [w for w in wanted if w not in by_name]
-  if missing or not wanted:
-    raise DatasetError(f'{where}: no image column {missing[0] if missing else ""!r} '
-                       f'(data.nvgaze_images); image columns: '
-                       f'{", ".join(by_name) or "none (expected image_..._L_0 or _R_0)"}.')
+  if missing:
+    raise DatasetError(f'{where}: no image column {missing[0]!r} (data.nvgaze_images); image '
+                       f'columns: {", ".join(by_name)}.')
   return [by_name[w] for w in wanted]
 
 
