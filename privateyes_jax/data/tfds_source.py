@@ -65,9 +65,10 @@ def read_gaze_dataset(builder, split: str, name: str, label_kind: str) -> base.G
         f'people is in it (prepared splits: {", ".join(available) or "none"}).')
   try:
     source = builder.as_data_source(split=split)
-  except Exception as e:
-    raise base.DatasetError(
-        f'Cannot read split {split!r} of {builder.name} from {builder.data_dir}: {e}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]  # User errors: one line.
+    raise base.DatasetError(f'Cannot read split {split!r} of {builder.name} from '
+                            f'{builder.data_dir}: {first_line}') from e
   n = len(source)
   if n == 0:
     raise base.DatasetError(f'{builder.name} split {split!r} in {builder.data_dir} is empty.')
