@@ -9,6 +9,8 @@ One command per dataset (docs/DATASETS.md describes each folder layout):
   python -m data_prep.prepare --dataset=mpiigaze_h5 --manual_dir=/data/h5  # holds MPIIGaze.h5
   python -m data_prep.prepare --dataset=mpiifacegaze_h5 --manual_dir=/data/h5
   python -m data_prep.prepare --dataset=own_study --manual_dir=/data/my_study
+  python -m data_prep.prepare --dataset=nvgaze --manual_dir=/data/nvgaze \
+      --nvgaze_yaw=-float_gaze_x_degree --nvgaze_pitch=+float_gaze_y_degree  # signs: yours
 
 The prepared array_record files go to --data_dir (default $PRIVATEYES_DATA_DIR or
 ~/tensorflow_datasets); training with the same data settings in its config
@@ -38,6 +40,14 @@ _SPLITS = flags.DEFINE_string('splits', '', 'GazeCapture: the splits training re
                                'order, e.g. "train+test" (all are prepared).')
 _DISTANCE = flags.DEFINE_float('normalized_distance_mm', None,
                                'Raw MPIIFaceGaze: distance of the normalised camera (mm).')
+_VALUE_RANGE = flags.DEFINE_list('image_value_range', [], 'Images wider than 8 bits: '
+                                  '"low,high" mapped to 0,255 (default: each image\'s range).')
+_NVGAZE_PITCH = flags.DEFINE_string('nvgaze_pitch', '', 'NVGaze: signed column giving the '
+                                    'MPII pitch, e.g. "+float_gaze_y_degree" (required).')
+_NVGAZE_YAW = flags.DEFINE_string('nvgaze_yaw', '', 'NVGaze: signed column giving the MPII '
+                                  'yaw, e.g. "-float_gaze_x_degree" (required).')
+_NVGAZE_IMAGES = flags.DEFINE_list('nvgaze_images', [], 'NVGaze: image columns to use '
+                                   '(default: all, e.g. image_L_0,image_R_0).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Prepare again even if already prepared.')
 flags.mark_flags_as_required(['dataset', 'manual_dir'])
 
@@ -52,7 +62,10 @@ def data_config_from_flags() -> ml_collections.ConfigDict:
   optional = {'channels': _CHANNELS.value, 'expected_samples_per_person': _EXPECTED.value,
               'label_kind': _LABEL_KIND.value, 'labels_file': _LABELS_FILE.value,
               'h5_file': _H5_FILE.value, 'people': tuple(_PEOPLE.value),
-              'splits': _SPLITS.value, 'normalized_distance_mm': _DISTANCE.value}
+              'splits': _SPLITS.value, 'normalized_distance_mm': _DISTANCE.value,
+              'image_value_range': tuple(float(v) for v in _VALUE_RANGE.value),
+              'nvgaze_pitch': _NVGAZE_PITCH.value, 'nvgaze_yaw': _NVGAZE_YAW.value,
+              'nvgaze_images': tuple(_NVGAZE_IMAGES.value)}
   for key, value in optional.items():
     if value not in (None, '', ()):
       config[key] = value

@@ -39,6 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.label_kind = ''  # own_study: 'gaze' or 'screen'.
   c.data.labels_file = ''  # own_study: per-person CSV name.
   c.data.normalized_distance_mm = 0.0  # Raw MPIIFaceGaze normalisation distance.
+  c.data.image_value_range = ()  # Images wider than 8 bits: (low, high) -> 0..255; () per image.
+  c.data.nvgaze_pitch = ''  # NVGaze (required): signed column, e.g. '+float_gaze_y_degree'.
+  c.data.nvgaze_yaw = ''  # NVGaze (required): signed column, e.g. '-float_gaze_x_degree'.
+  c.data.nvgaze_images = ()  # NVGaze image columns, e.g. ('image_L_0',); () = all.
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'gazenet'

@@ -40,6 +40,9 @@ def gaze_features(image_shape: tuple[int, int, int]):
       'label': tfds.features.Tensor(shape=(2,), dtype=np.float32),
       'head_pose': tfds.features.Tensor(shape=(2,), dtype=np.float32),
       'sample_id': tfds.features.Text(),
+      # Position in the person's source order (list, CSV or file order): array_record
+      # files are stored in hashed-key order, so readers sort by this, not by sample_id.
+      'index': tfds.features.Tensor(shape=(), dtype=np.int64),
   })
 
 
@@ -47,13 +50,25 @@ def read_gaze_dataset(builder, split: str, name: str, label_kind: str) -> base.G
   """Reads a prepared builder's split into a per-person `GazeDataset`.
 
   Samples are grouped by person (people sorted by name) and, within a person,
-  ordered by their position in the source, so reading is deterministic.
+  ordered by their position in the source (the ``index`` feature), so a person's
+  first k samples are the first k of the source.
+
+  Raises:
+    DatasetError: one line, if ``split`` was not prepared (a format leaves out splits
+      without samples, e.g. a GazeCapture subset without validation recordings) or is
+      unreadable.
   """
+  available = list(builder.info.splits.keys())
+  if split not in available:
+    raise base.DatasetError(
+        f'{builder.name} has no {split!r} split in {builder.data_dir}: none of the prepared '
+        f'people is in it (prepared splits: {", ".join(available) or "none"}).')
   try:
     source = builder.as_data_source(split=split)
-  except Exception as e:
-    raise base.DatasetError(
-        f'Cannot read split {split!r} of {builder.name} from {builder.data_dir}: {e}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]  # User errors: one line.
+    raise base.DatasetError(f'Cannot read split {split!r} of {builder.name} from '
+                            f'{builder.data_dir}: {first_line}') from e
   n = len(source)
   if n == 0:
     raise base.DatasetError(f'{builder.name} split {split!r} in {builder.data_dir} is empty.')
@@ -63,7 +78,7 @@ def read_gaze_dataset(builder, split: str, name: str, label_kind: str) -> base.G
     by_person[r['person'].decode() if isinstance(r['person'], bytes) else r['person']].append(r)
   people = []
   for person in sorted(by_person):
-    rs = sorted(by_person[person], key=lambda r: _sample_key(r['sample_id']))
+    rs = sorted(by_person[person], key=lambda r: int(r['index']))
     people.append(base.PersonData(
         person=person,
         images=np.stack([r['image'] for r in rs]).astype(np.uint8),
@@ -78,11 +93,6 @@ def _decode(x):
   return x.decode() if isinstance(x, bytes) else x
 
 
-def _sample_key(sample_id):
-  s = _decode(sample_id)
-  return (0, int(s), '') if s.isdigit() else (1, 0, s)
-
-
 def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_dir: str):
   """A TFDS builder of the synthetic identities dataset with these parameters."""
   tfds = _tfds()
@@ -95,7 +105,7 @@ def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_
 
   class SyntheticIdentities(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Procedurally rendered 36x60 eye patches of synthetic people (see data/synthetic.py)."""
-    VERSION = tfds.core.Version('1.0.0')
+    VERSION = tfds.core.Version('1.1.0')  # 1.1.0: the index feature.
     BUILDER_CONFIGS = []
 
     def _info(self):
@@ -115,7 +125,7 @@ def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_
         for j in range(p.num_samples):
           yield f'{p.person}/{j}', {
               'person': p.person, 'image': p.images[j], 'label': p.labels[j],
-              'head_pose': p.head_pose[j], 'sample_id': str(p.sample_id[j])}
+              'head_pose': p.head_pose[j], 'sample_id': str(p.sample_id[j]), 'index': j}
 
   config = SyntheticConfig(
       name=f'people{num_people}_samples{samples_per_person}_seed{seed}',

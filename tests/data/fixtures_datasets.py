@@ -410,6 +410,97 @@ def write_own_study(root: str, people=('alice', 'bob', 'carol'), n: int = 5, scr
   return truth
 
 
+# ------------------------------------------------------------------------- NVGaze
+
+# The declared convention the NVGaze tests use: yaw = -x, pitch = +y (degrees in the CSV).
+NVGAZE_DECLARED = {'nvgaze_yaw': '-float_gaze_x_degree', 'nvgaze_pitch': '+float_gaze_y_degree'}
+
+
+def _nvgaze_rows(rng, n):
+  """n gaze angles (pitch, yaw) radians and their CSV cells (x = -yaw, y = pitch, degrees)."""
+  angles = _random_angles(rng, n)
+  angles[0] = [0.1, 0.2]  # Sign case: looking up and to the subject's right.
+  x_degree, y_degree = -np.degrees(angles[:, 1]), np.degrees(angles[:, 0])
+  return angles, x_degree, y_degree
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def write_nvgaze_footage(root: str, people=('nvgaze_female_01', 'nvgaze_male_01'), n: int = 4,
+                         seed: int = 7) -> dict[str, list[Truth]]:
+  """Footage folders as NVIDIA's DatasetGeneration scripts read them.
+
+  ``<person>/footage_description.csv`` (typed column titles: ``archive``, ``image_L_0``,
+  ``image_R_0``, a region-mask column, ``float_gaze_x_degree``, ``float_gaze_y_degree``,
+  ``int_frame``) naming PNGs inside zip archives relative to the folder; rows are split
+  over two archives, and the second person's images are 16-bit PNGs (values 1000..3000).
+  Truth per image column, in row order (left then right eye of each row).
+  """
+  import zipfile  # pylint: disable=g-import-not-at-top
+  truth = {}
+  for pi, person in enumerate(people):
+    rng = _rng(seed, pi)
+    folder = os.path.join(root, person)
+    os.makedirs(folder, exist_ok=True)
+    angles, x_degree, y_degree = _nvgaze_rows(rng, n)
+    rows = ['archive,image_L_0,image_R_0,regionmask_withskin_L_0,float_gaze_x_degree,'
+            'float_gaze_y_degree,int_frame']
+    records, archives = [], {}
+    for i in range(n):
+      archive = f'footage_{i // 2:02d}.zip'  # Two rows per archive.
+      names = (f'{i:04d}_L.png', f'{i:04d}_R.png')
+      for eye, name in enumerate(names):
+        level = int(rng.integers(20, 230))
+        image = np.full((12, 16), level, np.uint8)
+        image[:, :4] = 255 - level  # An asymmetric band: shows there is no mirroring.
+        stored = image
+        if pi == 1:  # 16-bit: 1000 + 2000 * level / 255, with the extremes present.
+          wide = (1000 + np.round(image.astype(np.float64) * 2000 / 255)).astype(np.uint16)
+          wide[0, 0], wide[-1, -1] = 1000, 3000
+          stored = wide
+          image = np.round((wide - 1000.0) * 255 / 2000).astype(np.uint8)
+        archives.setdefault(archive, []).append((name, _png_bytes(stored)))
+        records.append(Truth(f'{archive}/{name}', image[..., None], angles[i], np.zeros(2)))
+      rows.append(f'{archive},{names[0]},{names[1]},mask_{i:04d}.png,{float(x_degree[i])!r},'
+                  f'{float(y_degree[i])!r},{i}')
+    for archive, members in archives.items():
+      with zipfile.ZipFile(os.path.join(folder, archive), 'w') as z:
+        for name, data in members:
+          z.writestr(name, data)
+    with open(os.path.join(folder, 'footage_description.csv'), 'w') as f:
+      f.write('\n'.join(rows) + '\n')
+    truth[person] = records
+  return truth
+
+
+def write_nvgaze_h5(path: str, n: int = 3, seed: int = 8) -> list[Truth]:
+  """One person's H5 file as NVIDIA's createH5 writes it (binocular, one view).
+
+  ``images`` [N, E=2, V=1, C=1, H, W] uint8 (left eye first), attributes ``eyes`` and
+  ``image_resolution``, and every CSV column as a 1-D dataset of byte strings.
+  """
+  rng = _rng(seed)
+  angles, x_degree, y_degree = _nvgaze_rows(rng, n)
+  images = rng.integers(0, 256, (n, 2, 1, 1, 12, 16)).astype(np.uint8)
+  columns = {'archive': ['footage.zip'] * n,
+             'image_L_0': [f'{i:04d}_L.png' for i in range(n)],
+             'image_R_0': [f'{i:04d}_R.png' for i in range(n)],
+             'float_gaze_x_degree': [repr(float(v)) for v in x_degree],
+             'float_gaze_y_degree': [repr(float(v)) for v in y_degree]}
+  with h5py.File(path, 'w') as f:
+    f.attrs.update({'eyes': 'binocular', 'image_resolution': [16, 12]})
+    f.create_dataset('images', data=images)
+    for name, values in columns.items():
+      f.create_dataset(name, data=np.array(values, dtype='S'))
+  return [Truth(f'{i:06d}/image_{eye}_0', images[i, e, 0, 0][..., None], angles[i], np.zeros(2))
+          for i in range(n) for e, eye in enumerate('LR')]
+
+
 # --------------------------------------------------------------------- test helpers
 
 

@@ -8,9 +8,11 @@ TFDS nor h5py/scipy/Pillow; see docs/DATASETS.md for each on-disk format.
 Config fields read by the builders (all optional except ``manual_dir`` for a first
 build): ``data.manual_dir``, ``data.data_dir``, ``data.image_size``,
 ``data.channels``, ``data.people``, ``data.expected_samples_per_person``,
+``data.image_value_range`` (images wider than 8 bits),
 ``data.splits`` (GazeCapture), ``data.h5_file`` (preprocessed HDF5),
 ``data.label_kind`` and ``data.labels_file`` (own study),
-``data.normalized_distance_mm`` (raw MPIIFaceGaze).
+``data.normalized_distance_mm`` (raw MPIIFaceGaze),
+``data.nvgaze_pitch``, ``data.nvgaze_yaw`` (required) and ``data.nvgaze_images`` (NVGaze).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _FORMATS = {
     'gazecapture': ('gazecapture', 'GAZECAPTURE'),
     'mpiigaze_h5': ('preprocessed_h5', 'MPIIGAZE_H5'),
     'mpiifacegaze_h5': ('preprocessed_h5', 'MPIIFACEGAZE_H5'),
+    'nvgaze': ('nvgaze', 'NVGAZE'),
     'own_study': None,
 }
 
@@ -66,9 +69,10 @@ def prepare_and_describe(data_config, overwrite: bool = False) -> str:
   fmt = dataset_format(data_config)
   builder = common.prepare(fmt, data_config, overwrite=overwrite)
   people, people_per_split = [], {}
+  prepared = list(builder.info.splits.keys())  # Empty splits are not written.
   for split in fmt.splits:
     split_people = ()
-    if builder.info.splits[split].num_examples:
+    if split in prepared and builder.info.splits[split].num_examples:
       split_people = tfds_source.read_gaze_dataset(builder, split, fmt.name,
                                                    fmt.label_kind).people
     people_per_split[split] = len(split_people)
@@ -78,9 +82,16 @@ def prepare_and_describe(data_config, overwrite: bool = False) -> str:
   lines = [f'prepared in {builder.data_dir}',
            common.describe(dataset, people_per_split if several else None)]
   if several:
-    read = common.read_splits(fmt, data_config)
+    absent = [s for s in fmt.splits if s not in prepared]
+    if absent:
+      lines.append(f'not prepared (no recording of the chosen people): {", ".join(absent)}')
+    read = common.present_splits(fmt, builder, data_config)
     held_out = people_per_split[read[-1]]
-    lines.append(f'training reads splits {"+".join(read)} (data.splits), people in that order: '
-                 f'data.protocol="holdout" with data.num_test_people={held_out} holds out '
-                 f'exactly the {read[-1]!r} split.')
+    if len(read) > 1:
+      lines.append(f'training reads splits {"+".join(read)} (data.splits), people in that '
+                   f'order: data.protocol="holdout" with data.num_test_people={held_out} holds '
+                   f'out exactly the {read[-1]!r} split.')
+    else:
+      lines.append(f'training reads split {read[0]} (data.splits); no official split is held '
+                   'out, so data.num_test_people people of it are.')
   return '\n'.join(lines)

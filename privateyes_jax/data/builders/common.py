@@ -25,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import io
 import json
 import os
 import types
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+from absl import logging
 
 from privateyes_jax import metrics
 from privateyes_jax.data import base
@@ -62,11 +64,15 @@ class BuildParams:
     people: the people to prepare, in order; empty = the format's default.
     expected_samples_per_person: refuse a person with another count; 0 = any.
     options: format-specific settings (JSON-serialisable).
+    image_value_range: ``(low, high)`` pixel values of images wider than 8 bits
+      (16-bit, 32-bit integer or float) that map to 0 and 255; None = each image's
+      own minimum and maximum (see `scale_to_uint8`).
   """
   image_shape: tuple[int, int, int]
   people: tuple[str, ...]
   expected_samples_per_person: int
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  image_value_range: tuple[float, float] | None = None
 
   def option(self, name: str, default=None):
     return self.options.get(name, default)
@@ -91,7 +97,8 @@ class DatasetFormat:
       `DatasetError` naming the file. Runs before anything is written.
     generate: ``(plan, params) -> iterator of (key, example)``.
     options: ``data_config -> dict`` of format-specific settings.
-    version: bump when the conversion changes, so old prepared data is not reused.
+    version: bump when the conversion changes, so old prepared data is not reused
+      (1.1.0: the ``index`` feature, source order, 16-bit scaling, absent empty splits).
   """
   name: str
   label_kind: str
@@ -105,15 +112,15 @@ class DatasetFormat:
   plan: Callable[[str, BuildParams], dict[str, Any]]
   generate: Callable[[Any, BuildParams], Iterator[KeyedExample]]
   options: Callable[[Any], dict] = lambda data_config: {}
-  version: str = '1.0.0'
+  version: str = '1.1.0'
 
 
 # ----------------------------------------------------------------------------- config
 
 
 def build_params(fmt: DatasetFormat, data_config) -> BuildParams:
-  """Reads ``data.image_size``, ``data.channels``, ``data.people`` and
-  ``data.expected_samples_per_person`` into `BuildParams`.
+  """Reads ``data.image_size``, ``data.channels``, ``data.people``,
+  ``data.expected_samples_per_person`` and ``data.image_value_range`` into `BuildParams`.
 
   Each is optional; an empty or neutral value (``()``, ``0``, ``''``, ``-1`` for the
   expected count) means the format's default, so a config can carry all fields.
@@ -141,7 +148,23 @@ def build_params(fmt: DatasetFormat, data_config) -> BuildParams:
     expected = fmt.default_samples_per_person
   return BuildParams(image_shape=(height, width, channels), people=tuple(str(p) for p in people),
                      expected_samples_per_person=int(expected),
-                     options=fmt.options(data_config))
+                     options=fmt.options(data_config),
+                     image_value_range=_value_range(data_config.get('image_value_range', None)))
+
+
+def _value_range(value) -> tuple[float, float] | None:
+  """``data.image_value_range``: unset/empty -> None, else ``(low, high)`` with low < high."""
+  if value is None or (not isinstance(value, str) and len(value) == 0) or value == '':
+    return None
+  if isinstance(value, str):
+    value = [v for v in value.replace(',', ' ').split() if v]
+  try:
+    low, high = (float(v) for v in value)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'data.image_value_range must be (low, high), got {value!r}.') from e
+  if not (np.isfinite(low) and np.isfinite(high) and low < high):
+    raise ValueError(f'data.image_value_range must be finite with low < high, got {value!r}.')
+  return low, high
 
 
 def manual_dir_of(data_config) -> str:
@@ -153,9 +176,11 @@ def manual_dir_of(data_config) -> str:
 def _config_name(fmt: DatasetFormat, params: BuildParams, manual_dir: str) -> str:
   """A readable, unique TFDS config name: different settings or sources never share files."""
   h, w, c = params.image_shape
-  fingerprint = json.dumps({'manual_dir': manual_dir, 'people': params.people,
-                            'expected': params.expected_samples_per_person,
-                            'options': dict(params.options)}, sort_keys=True)
+  settings = {'manual_dir': manual_dir, 'people': params.people,
+              'expected': params.expected_samples_per_person, 'options': dict(params.options)}
+  if params.image_value_range is not None:  # Only when set: older names stay valid.
+    settings['image_value_range'] = params.image_value_range
+  fingerprint = json.dumps(settings, sort_keys=True)
   digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:10]
   return f'{h}x{w}x{c}_{digest}'
 
@@ -178,7 +203,8 @@ def make_builder(fmt: DatasetFormat, data_config):
         metadata=tfds.core.MetadataDict(
             label_kind=fmt.label_kind, manual_dir=manual_dir, people=list(params.people),
             expected_samples_per_person=params.expected_samples_per_person,
-            options=dict(params.options)))
+            options=dict(params.options),
+            image_value_range=list(params.image_value_range or ())))
 
   def split_generators(self, dl_manager):
     del dl_manager  # `load` checked manual_dir already, with a clearer message.
@@ -241,10 +267,36 @@ def read_splits(fmt: DatasetFormat, data_config) -> tuple[str, ...]:
   return tuple(splits)
 
 
+def present_splits(fmt: DatasetFormat, builder, data_config) -> tuple[str, ...]:
+  """The splits to read that were prepared (a format leaves out empty splits).
+
+  Of the format's default splits, those that exist are read (a warning names the rest);
+  a split named in ``data.splits`` must exist.
+
+  Raises:
+    DatasetError: one line naming the absent split(s) and the prepared ones.
+  """
+  splits = read_splits(fmt, data_config)
+  prepared = list(builder.info.splits.keys())
+  missing = [s for s in splits if s not in prepared]
+  explicit = bool(data_config.get('splits', ''))
+  if missing and (explicit or len(missing) == len(splits)):
+    raise DatasetError(
+        f'{fmt.name}: split {"+".join(missing)} was not prepared because none of the chosen '
+        f'people (data.people, or the recordings in {manual_dir_of(data_config)}) belongs to '
+        f'it; prepared splits: {"+".join(prepared) or "none"}; set data.splits to those.')
+  if missing:
+    logging.warning('%s: reading splits %s; %s not prepared (none of the chosen people is '
+                    'in it).', fmt.name, '+'.join(s for s in splits if s in prepared),
+                    '+'.join(missing))
+  return tuple(s for s in splits if s in prepared)
+
+
 def load(fmt: DatasetFormat, data_config) -> base.GazeDataset:
   """Prepares ``fmt`` (once) and reads its splits, people in split order then by name."""
-  splits = read_splits(fmt, data_config)
+  read_splits(fmt, data_config)  # An unknown split name fails before preparing.
   builder = prepare(fmt, data_config)
+  splits = present_splits(fmt, builder, data_config)
   people = []
   for split in splits:
     people.extend(tfds_source.read_gaze_dataset(builder, split, fmt.name, fmt.label_kind).people)
@@ -385,16 +437,65 @@ def optional_import(module: str, needed_for: str):
     raise ImportError(f'{module} is needed for {needed_for} (pip install {module}).') from e
 
 
-def to_uint8(images: np.ndarray, where: str) -> np.ndarray:
-  """Pixel arrays of any numeric dtype with values in [0, 255] -> uint8 (rounded)."""
+def scale_to_uint8(image: np.ndarray, where: str,
+                   value_range: tuple[float, float] | None = None) -> np.ndarray:
+  """One image wider than 8 bits (16-bit, 32-bit integer, float) -> uint8, linearly.
+
+  Lab IR and machine-vision cameras write 16-bit images whose real range is far below
+  65535 (a 10- or 12-bit sensor, a dim near-eye scene), so the full type range would
+  leave them nearly black and clipping at 255 would leave them white. With
+  ``value_range=None`` each image is stretched from its own minimum to its own maximum
+  (a constant image becomes 0); with ``value_range=(low, high)`` (``data.image_value_range``,
+  e.g. the sensor's range) ``low`` maps to 0 and ``high`` to 255 for every image, which
+  keeps absolute brightness comparable across a person's images. A pixel outside the
+  declared range is refused, never clipped.
+
+  Raises:
+    DatasetError: naming ``where`` for non-finite pixels or pixels outside ``value_range``.
+  """
+  arr = np.asarray(image, np.float64)
+  if arr.size == 0 or not np.isfinite(arr).all():
+    raise DatasetError(f'{where}: image is empty or has non-finite pixel values.')
+  lo, hi = float(arr.min()), float(arr.max())
+  if value_range is not None:
+    if lo < value_range[0] or hi > value_range[1]:
+      raise DatasetError(f'{where}: pixel values span [{lo:g}, {hi:g}], outside '
+                         f'data.image_value_range [{value_range[0]:g}, {value_range[1]:g}].')
+    lo, hi = value_range
+  if hi <= lo:
+    return np.zeros(arr.shape, np.uint8)
+  return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def to_uint8(images: np.ndarray, where: str, value_range: tuple[float, float] | None = None,
+             stacked: bool = False) -> np.ndarray:
+  """Pixel arrays -> uint8.
+
+  uint8 is kept. uint16 arrays are 16-bit images and are scaled by `scale_to_uint8`
+  (each image by its own range, or by ``value_range``); so is any other numeric dtype
+  when ``value_range`` is given. Otherwise (e.g. MATLAB doubles) values must already be
+  in [0, 255] and are rounded.
+
+  Args:
+    images: one image, or a stack of images along axis 0 if ``stacked``.
+    where: file (and variable) named in errors.
+    value_range: ``data.image_value_range`` (`BuildParams.image_value_range`).
+    stacked: scale each ``images[i]`` by its own range instead of the whole array's.
+  """
   arr = np.asarray(images)
   if arr.dtype == np.uint8:
     return arr
-  if not np.issubdtype(arr.dtype, np.number):
+  if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
     raise DatasetError(f'{where}: images have dtype {arr.dtype}, expected numbers in [0, 255].')
+  if arr.dtype == np.uint16 or value_range is not None:
+    if stacked:
+      return np.stack([scale_to_uint8(a, f'{where} [{i}]', value_range) for i, a in enumerate(arr)]
+                      ) if len(arr) else arr.astype(np.uint8)
+    return scale_to_uint8(arr, where, value_range)
   lo, hi = float(np.min(arr)), float(np.max(arr))
   if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0 and hi <= 255):
-    raise DatasetError(f'{where}: pixel values span [{lo}, {hi}], expected [0, 255].')
+    raise DatasetError(f'{where}: pixel values span [{lo}, {hi}], expected [0, 255] (set '
+                       'data.image_value_range=(low, high) to scale wider images to 8 bits).')
   return np.round(arr).astype(np.uint8)
 
 
@@ -416,23 +517,44 @@ def resize_image(image: np.ndarray, image_shape: tuple[int, int, int]) -> np.nda
   return out[..., None] if channels == 1 else out
 
 
-def read_image(path: str) -> np.ndarray:
-  """Decodes an image file (PNG, JPEG, BMP, ...) to uint8 ``[H, W]`` or ``[H, W, 3]`` RGB.
+# Pillow modes of images wider than 8 bits: 16-bit unsigned (little/big/native endian),
+# 32-bit signed integer (how Pillow opens many 16-bit PNGs and TIFFs) and 32-bit float.
+WIDE_IMAGE_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
+
+
+def read_image(path: str, value_range: tuple[float, float] | None = None) -> np.ndarray:
+  """Decodes an image file (PNG, JPEG, BMP, TIFF, ...) to uint8 ``[H, W]`` or ``[H, W, 3]`` RGB.
+
+  8-bit grayscale and RGB are kept; images wider than 8 bits (`WIDE_IMAGE_MODES`) are
+  scaled by `scale_to_uint8` (their own range, or ``value_range``); other modes (palette,
+  RGBA, CMYK, ...) are converted to RGB.
 
   Raises:
-    DatasetError: naming ``path`` if it is missing, truncated or not an image.
+    DatasetError: naming ``path`` if it is missing, truncated, not an image, or its
+      pixels fall outside ``value_range``.
   """
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise DatasetError(f'{path}: image file not found.')
+  with open(path, 'rb') as f:
+    return decode_image(f.read(), path, value_range)
+
+
+def decode_image(data: bytes, where: str,
+                 value_range: tuple[float, float] | None = None) -> np.ndarray:
+  """`read_image` of encoded bytes (e.g. a member of a zip archive), errors naming ``where``."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(data)) as img:
       img.load()  # Decode now, so a truncated file fails here and not later.
-      if img.mode not in ('L', 'RGB'):
+      if img.mode not in WIDE_IMAGE_MODES and img.mode not in ('L', 'RGB'):
         img = img.convert('RGB')
-      return np.asarray(img, np.uint8)
+      pixels = np.asarray(img)
+      mode = img.mode
   except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
-    raise DatasetError(f'{path}: cannot read the image ({e}).') from e
+    raise DatasetError(f'{where}: cannot read the image ({e}).') from e
+  if mode in WIDE_IMAGE_MODES:
+    return scale_to_uint8(pixels, where, value_range)
+  return pixels.astype(np.uint8, copy=False)
 
 
 def load_mat_v5(path: str) -> dict:
@@ -507,7 +629,13 @@ def describe(dataset: base.GazeDataset, split_people: Mapping[str, int] | None =
   return '\n'.join(lines)
 
 
-def example(person: str, image: np.ndarray, label, head_pose, sample_id: str) -> Example:
-  """One TFDS example in the `gaze_features` layout."""
+def example(person: str, image: np.ndarray, label, head_pose, sample_id: str,
+            index: int) -> Example:
+  """One TFDS example in the `gaze_features` layout.
+
+  ``index`` is the sample's position in its person's source order (list, CSV or file
+  order); readers restore that order from it, whatever order the examples are stored in.
+  """
   return {'person': person, 'image': image, 'label': np.asarray(label, np.float32),
-          'head_pose': np.asarray(head_pose, np.float32), 'sample_id': str(sample_id)}
+          'head_pose': np.asarray(head_pose, np.float32), 'sample_id': str(sample_id),
+          'index': int(index)}

@@ -18,6 +18,9 @@ Every per-frame JSON array has one entry per frame (the official README). As in 
 official iTracker preparation (``pytorch/prepareDataset.py``), a frame is used only
 when the face, both eyes and the face grid were detected (all four ``IsValid``); the
 subject's ``Dataset`` field puts it in the official train / validation / test split.
+A split without any recording (a subset chosen with ``data.people``, or a partial
+download) is not written; `common.load` reads the default splits that exist and
+refuses, in one line, a ``data.splits`` that names an absent one.
 
 Each example is the face crop (the Apple face box, zero-padded where it leaves the
 frame) resized to ``data.image_size``; the label is ``(XCam, YCam)`` in cm, so the
@@ -147,7 +150,9 @@ def plan(manual_dir: str, params: common.BuildParams) -> dict[str, list[SubjectP
                     'detections and are left out: %s', len(skipped), ', '.join(skipped))
   if not any(plans.values()):
     raise DatasetError(f'{manual_dir}: no recording has a frame with valid detections.')
-  return plans
+  # A subset (data.people, a partial download) may have no recording of some split: TFDS
+  # refuses to write an empty split, so such a split is left out, and readers say so.
+  return {split: subjects for split, subjects in plans.items() if subjects}
 
 
 def crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -163,12 +168,14 @@ def crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def generate(plans: list[SubjectPlan], params: common.BuildParams):
   for subject in plans:
-    for name, box, target in zip(subject.frames, subject.face_boxes, subject.targets):
-      frame = common.read_image(os.path.join(subject.subject_dir, 'frames', name))
+    for index, (name, box, target) in enumerate(
+        zip(subject.frames, subject.face_boxes, subject.targets)):
+      frame = common.read_image(os.path.join(subject.subject_dir, 'frames', name),
+                                params.image_value_range)
       face = crop(frame, box)
       yield f'{subject.person}/{name}', common.example(
           subject.person, common.resize_image(face, params.image_shape), target,
-          np.zeros(2, np.float32), os.path.splitext(name)[0])
+          np.zeros(2, np.float32), os.path.splitext(name)[0], index)
 
 
 GAZECAPTURE = common.DatasetFormat(

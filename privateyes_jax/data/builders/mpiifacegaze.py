@@ -96,11 +96,12 @@ def generate_normalized(plans: list[MatPlan], params: common.BuildParams):
         stop = min(start + CHUNK, mat.num_samples)
         chunk = common.read_hdf5(f, 'Data/data', mat.path, np.s_[start:stop])
         # [n, C, H, W] BGR -> [n, H, W, C] RGB (see the module docstring).
-        faces = common.to_uint8(chunk, f'{mat.path} (Data/data)').transpose(0, 2, 3, 1)[..., ::-1]
+        faces = common.to_uint8(chunk, f'{mat.path} (Data/data)', params.image_value_range,
+                                stacked=True).transpose(0, 2, 3, 1)[..., ::-1]
         for i, face in enumerate(faces, start=start):
           yield f'{mat.person}/{i:05d}', common.example(
               mat.person, common.resize_image(face, params.image_shape), gaze[i], head[i],
-              f'{i:04d}')
+              f'{i:04d}', i)
 
 
 MPIIFACEGAZE = common.DatasetFormat(
@@ -222,12 +223,13 @@ def generate_raw(plans: list[RawPersonPlan], params: common.BuildParams):
       gaze = common.gaze_vectors_to_pitchyaw(
           (view.rotation @ (a.gaze_target - a.face_center))[None], where)
       head = common.head_rotations_to_pitchyaw((view.rotation @ head_rotation)[None], where)
-      photo = common.read_image(os.path.join(plan.person_dir, a.image_path))
+      photo = common.read_image(os.path.join(plan.person_dir, a.image_path),
+                                params.image_value_range)
       face = normalization.warp_image(photo, view, plan.camera_matrix, plan.dist_coeffs,
                                       (height, width))
       yield f'{plan.person}/{index:05d}', common.example(
           plan.person, common.resize_image(face, params.image_shape), gaze[0], head[0],
-          a.image_path)
+          a.image_path, index)
 
 
 MPIIFACEGAZE_RAW = common.DatasetFormat(

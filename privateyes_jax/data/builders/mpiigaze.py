@@ -145,7 +145,7 @@ def generate(plans: list[PersonPlan], params: common.BuildParams):
         row = rows[entry.filename]
         eye = sides[entry.side]
         where = f'{mat_path} (data.{entry.side}, {entry.filename})'
-        image = common.to_uint8(eye['image'][row], where)
+        image = common.to_uint8(eye['image'][row], where, params.image_value_range)
         gaze = common.gaze_vectors_to_pitchyaw(eye['gaze'][row:row + 1], where)
         head = common.head_rotations_to_pitchyaw(
             common.rotation_vectors_to_matrices(eye['pose'][row:row + 1]), where)
@@ -154,7 +154,7 @@ def generate(plans: list[PersonPlan], params: common.BuildParams):
           gaze, head = common.mirror_pitchyaw(gaze), common.mirror_pitchyaw(head)
         yield f'{person_plan.person}/{index:05d}', common.example(
             person_plan.person, common.resize_image(image, params.image_shape), gaze[0],
-            head[0], entry.sample_id)
+            head[0], entry.sample_id, index)
 
 
 MPIIGAZE = common.DatasetFormat(

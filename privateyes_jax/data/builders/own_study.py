@@ -126,10 +126,11 @@ def plan(manual_dir: str, params: common.BuildParams) -> dict[str, list[PersonPl
 def generate(plans: list[PersonPlan], params: common.BuildParams):
   for plan in plans:
     for index, image_name in enumerate(plan.images):
-      image = common.read_image(os.path.join(plan.person_dir, image_name))
+      image = common.read_image(os.path.join(plan.person_dir, image_name),
+                                params.image_value_range)
       yield f'{plan.person}/{index:06d}', common.example(
           plan.person, common.resize_image(image, params.image_shape), plan.labels[index],
-          plan.head_pose[index], image_name)
+          plan.head_pose[index], image_name, index)
 
 
 def own_study_format(label_kind: str) -> common.DatasetFormat:

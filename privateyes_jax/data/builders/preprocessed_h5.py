@@ -70,7 +70,8 @@ def generate_eye(plans: list[H5PersonPlan], params: common.BuildParams):
   for plan in plans:
     with common.open_hdf5(plan.path) as f:
       where = f'{plan.path} ({plan.person})'
-      images = common.to_uint8(common.read_hdf5(f, f'{plan.person}/image', plan.path), where)
+      images = common.to_uint8(common.read_hdf5(f, f'{plan.person}/image', plan.path), where,
+                               params.image_value_range, stacked=True)
       gaze = common.check_gaze(common.read_hdf5(f, f'{plan.person}/gaze', plan.path),
                                f'{where}/gaze')
       head = common.check_head_pose(common.read_hdf5(f, f'{plan.person}/pose', plan.path),
@@ -78,7 +79,7 @@ def generate_eye(plans: list[H5PersonPlan], params: common.BuildParams):
     for i, image in enumerate(images):
       yield f'{plan.person}/{i:05d}', common.example(
           plan.person, common.resize_image(image, params.image_shape), gaze[i], head[i],
-          f'{i:04d}')
+          f'{i:04d}', i)
 
 
 def plan_face(manual_dir: str, params: common.BuildParams) -> dict[str, list[H5PersonPlan]]:
@@ -105,18 +106,19 @@ def plan_face(manual_dir: str, params: common.BuildParams) -> dict[str, list[H5P
 def generate_face(plans: list[H5PersonPlan], params: common.BuildParams):
   for plan in plans:
     with common.open_hdf5(plan.path) as f:
-      for key in plan.keys:
+      for index, key in enumerate(plan.keys):
         where = f'{plan.path} ({plan.person}/*/{key})'
         face = common.read_hdf5(f, f'{plan.person}/image/{key}', plan.path)
         if face.ndim != 3 or face.shape[-1] != 3:
           raise DatasetError(f'{where}: image has shape {face.shape}, expected [H, W, 3].')
-        face = common.to_uint8(face, where)[..., ::-1]  # BGR -> RGB.
+        face = common.to_uint8(face, where, params.image_value_range)[..., ::-1]  # BGR -> RGB.
         gaze = common.check_gaze(
             common.read_hdf5(f, f'{plan.person}/gaze/{key}', plan.path).reshape(1, 2), where)
         head = common.check_head_pose(
             common.read_hdf5(f, f'{plan.person}/pose/{key}', plan.path).reshape(1, 2), where)
         yield f'{plan.person}/{key}', common.example(
-            plan.person, common.resize_image(face, params.image_shape), gaze[0], head[0], key)
+            plan.person, common.resize_image(face, params.image_shape), gaze[0], head[0], key,
+            index)
 
 
 _HYSTS = ('Preprocessed as in hysts/pytorch_mpiigaze (tools/preprocess_*.py); see '
