@@ -25,6 +25,7 @@ on the device from ``fold_in(seed, step)``, so a run resumed from an orbax check
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import time
@@ -439,6 +440,12 @@ def _check_same_prior(directory: str, config, dataset: base.GazeDataset) -> None
   current = {k: v for k, v in workdir_lib.config_to_dict(config).items()
              if k not in _RESUMABLE_FIELDS}
   current['aux_people_names'] = list(dataset.person_names)
+  # The images themselves: the same config can load other images (a synthetic prior
+  # rendered like its target run, a re-prepared own study).
+  digest = hashlib.sha256()
+  for p in dataset.people:
+    digest.update(np.ascontiguousarray(p.images).tobytes())
+  current['aux_images_sha256'] = digest.hexdigest()
   path = os.path.join(directory, CONFIG_FILE)
   if os.path.exists(path):
     with open(path) as f:

@@ -209,3 +209,14 @@ def test_prior_from_other_people_of_an_own_study(tmp_path):
   another_study = gan_prior.prior_data_config(config, run)
   another_study.manual_dir = str(tmp_path / 'another_lab')
   assert gan_prior.check_disjoint(another_study, run) == ()
+
+
+def test_checkpoint_of_other_images_is_refused(tmp_path):
+  """Same config, other images (a prior rendered like another target run): not resumed."""
+  config = gan_prior.default_config('tiny')
+  config.steps = 1
+  easy = synthetic.make_dataset(3, 8, first_person=100)
+  gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=easy)
+  realistic = synthetic.make_dataset(3, 8, first_person=100, difficulty='realistic')
+  with pytest.raises(ValueError, match='aux_images_sha256'):
+    gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=realistic)
