@@ -1,9 +1,14 @@
 """The nearest-centroid identity statistic: features, the rule, intervals, any data config."""
 
+import os
+import subprocess
+import sys
+
 import ml_collections
 import numpy as np
 import pytest
 
+import fixtures_datasets as fx
 from privateyes_jax.data import base
 from privateyes_jax.data import identity_difficulty as idd
 
@@ -88,3 +93,25 @@ def test_measure_loads_a_run_data_config():
   assert idd.measure(data, max_people=4).num_people == 4
   with pytest.raises(ValueError, match='people must be'):
     idd.measure(data, people='some')
+
+
+def _command(*args):
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return subprocess.run([sys.executable, '-m', 'experiments.identity_difficulty',
+                         '--config=experiments/configs/default.py:tiny', *args], cwd=root,
+                        env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_command_on_an_own_study(tmp_path):
+  """The command measures any dataset a run can load, here a prepared own study."""
+  fx.write_own_study(str(tmp_path / 'raw'), people=('alice', 'bob', 'carol'), n=6)
+  out = _command('--config.data.name=own_study', '--config.data.source=tfds',
+                 f'--config.data.manual_dir={tmp_path / "raw"}',
+                 f'--config.data.data_dir={tmp_path / "tfds"}')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'own_study: 3 people, nearest-centroid accuracy' in out.stdout
+  assert 'over 9 images' in out.stdout and 'chance 0.333' in out.stdout
+  bad = _command('--config.data.difficulty=hard')
+  assert bad.returncode == 1 and 'Unknown synthetic difficulty' in bad.stderr
+  assert 'Traceback' not in bad.stderr
