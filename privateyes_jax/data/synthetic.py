@@ -13,6 +13,11 @@ positive pitch up), while the lids and corners move with the head pose; the uppe
 lid drops when the eye looks down relative to the head. Both gaze and head pose
 therefore shape the image, which is why the gaze model takes the head pose too.
 
+How alike people look and how much one person's images vary is a `Difficulty`:
+``'easy'`` (the original renderer; the tests' default) or ``'realistic'`` (as hard
+to tell apart from coarse layout as real eye crops, issue #14; the demo's). Both
+render the same people from the same draws.
+
 Rendering is vectorised NumPy, deterministic from ``(seed, person index)``: person
 ``i`` looks and behaves the same whatever the number of people requested, so
 auxiliary people for the attack's prior (indices past the federation's) are
