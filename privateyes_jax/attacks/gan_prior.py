@@ -488,9 +488,10 @@ def train_prior(config, checkpoint_dir: str | None = None,
       latest step, and a finished run is restored without training. None: no
       checkpoints.
     dataset: the auxiliary images; default `aux_dataset(config)`.
-    excluded_people: names of the federation's people. Training on any of them
-      would give the adversary the private data it is meant to reconstruct, so a
-      dataset that contains one is refused.
+    excluded_people: names of the target run's people in the prior's population
+      (what `check_disjoint` returns). Training on any of them would give the
+      adversary the private data it is meant to reconstruct, so a dataset that
+      contains one is refused.
 
   Raises:
     ValueError: the dataset overlaps ``excluded_people``, the config is invalid, or
