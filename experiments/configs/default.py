@@ -24,6 +24,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.seed = 0  # Seed of the synthetic people (separate from the training seed).
   c.data.num_people = 20  # 15 federation people + 5 held-out test people.
   c.data.samples_per_person = 600
+  # Synthetic renderer: 'easy' (the original people, far easier to tell apart than real
+  # eyes) or 'realistic' (calibrated to real eye crops; the demo's). docs/DATASETS.md.
+  c.data.difficulty = 'easy'
   c.data.protocol = 'holdout'  # 'holdout' (last num_test_people) or 'loo' (person `fold`).
   c.data.num_test_people = 5
   c.data.fold = 0  # -1 with protocol='loo': every fold, one sub-run each.

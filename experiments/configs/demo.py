@@ -17,6 +17,9 @@ def get_config(arg: str | None = None):
   if method not in METHODS:
     raise ValueError(f'Unknown demo method {method!r}; available: {METHODS}.')
   c = default.get_config()
+  # People as hard to tell apart from coarse layout as real eye crops (issue #14):
+  # 0.34 nearest-centroid accuracy among the 15 federation people, 'easy' gives 0.84.
+  c.data.difficulty = 'realistic'
   c.batch_size = 16
   if method == 'centralized':
     c.method = 'centralized'

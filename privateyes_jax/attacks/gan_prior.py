@@ -1,9 +1,15 @@
 """DualView stage 1: the WGAN-GP image prior, trained on auxiliary people (DESIGN.md §5.1).
 
 The adversary has public eye images of people *outside* the federation (GMI's
-"public knowledge distillation"); on synthetic data these are people with indices
-past the federation's (``first_person=100``), who are genuinely other people because
-person ``i`` is a pure function of ``(seed, i)``.
+"public knowledge distillation"). Which images is the config's ``data``: a data
+config like a run's, loaded by the same `privateyes_jax.data.load_dataset` path, so
+the prior can come from another dataset (MPIIGaze, the HDF5 files, a lab's own
+study, ...) or from people of the target's dataset outside the federation. The
+default is synthetic people with indices past the federation's (``first_person=100``),
+who are genuinely other people because person ``i`` is a pure function of
+``(seed, i)``. `check_disjoint` refuses a prior whose people overlap the target
+run's (training and held-out), and `check_image_shape` one whose images the run's
+model does not take.
 
 Training is WGAN-GP (Gulrajani et al., NeurIPS 2017): ``n_critic`` critic updates
 per generator update, critic loss ``E[D(fake)] - E[D(real)] + lambda * GP`` with
@@ -19,6 +25,7 @@ on the device from ``fold_in(seed, step)``, so a run resumed from an orbax check
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import time
@@ -53,8 +60,10 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     steps: generator updates; each is preceded by ``n_critic`` critic updates.
     batch_size, learning_rate, b1, b2: Adam, for both networks.
     gp_weight: lambda of the gradient penalty.
-    aux_people, aux_samples_per_person, aux_first_person, aux_seed: the auxiliary
-      synthetic people (ignored when `train_prior` is given a dataset).
+    data: the auxiliary (public) people, a data config like a run's ``config.data``
+      (see `default_data_config`; ignored when `train_prior` is given a dataset).
+      ``data.difficulty=''`` on synthetic data renders them like the target run's
+      people (`prior_data_config`).
     seed: the training seed (init, latents, batches).
     log_every, checkpoint_every: in generator steps.
   """
@@ -74,10 +83,7 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
   c.b1 = 0.5
   c.b2 = 0.9
   c.gp_weight = 10.0
-  c.aux_people = 60
-  c.aux_samples_per_person = 100
-  c.aux_first_person = 100
-  c.aux_seed = 0
+  c.data = default_data_config()
   c.seed = 0
   c.log_every = 250
   c.checkpoint_every = 500
@@ -90,8 +96,8 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     c.n_critic = 5
     c.batch_size = 64
     c.learning_rate = 1e-4
-    c.aux_people = 200
-    c.aux_samples_per_person = 300
+    c.data.num_people = 200
+    c.data.samples_per_person = 300
     c.log_every = 500
     c.checkpoint_every = 2000
   elif preset == 'tiny':
@@ -101,13 +107,31 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     c.n_critic = 1
     c.steps = 6
     c.batch_size = 8
-    c.aux_people = 4
-    c.aux_samples_per_person = 8
+    c.data.num_people = 4
+    c.data.samples_per_person = 8
     c.log_every = 2
     c.checkpoint_every = 3
   elif preset != 'demo':
     raise ValueError(f'Unknown prior preset {preset!r}; available: demo, full, tiny.')
   return c
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """The prior's default data: 60 synthetic people from index 100, 100 samples each.
+
+  It carries every field of a run's ``config.data`` that a dataset reads, so
+  ``--config.prior.data.name=own_study --config.prior.data.manual_dir=...`` (or
+  ``mpiigaze``, ``mpiigaze_h5`` with ``h5_file``, ...) switches the prior to another
+  dataset; ``people`` picks a subset (e.g. a study's people outside the federation).
+  """
+  return ml_collections.ConfigDict(dict(
+      name='synthetic', source='memory', data_dir='',
+      # Synthetic: people first_person .. first_person + num_people - 1 of seed.
+      seed=0, num_people=60, samples_per_person=100, first_person=100,
+      difficulty='',  # '': like the target run's people; else 'easy' or 'realistic'.
+      # Public datasets and own studies (docs/DATASETS.md), as in a run's config.data.
+      manual_dir='', image_size=0, channels=0, people=(), expected_samples_per_person=-1,
+      splits='', h5_file='', label_kind='', labels_file='', normalized_distance_mm=0.0))
 
 
 class Prior(NamedTuple):
@@ -267,11 +291,140 @@ def make_train_step(config, generator: nn.Module, critic: nn.Module):
   return step
 
 
-def aux_dataset(config) -> base.GazeDataset:
-  """The auxiliary (public) people of ``config``: synthetic people outside the federation."""
-  from privateyes_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  return synthetic.make_dataset(config.aux_people, config.aux_samples_per_person,
-                                seed=config.aux_seed, first_person=config.aux_first_person)
+def _run_data(run_config):
+  """A run's data config, given the run's config or its ``config.data``."""
+  if run_config is None:
+    return None
+  return run_config.data if 'data' in run_config else run_config
+
+
+def prior_data_config(config, run_config=None) -> ml_collections.ConfigDict:
+  """The prior's data config, resolved against the target run's config.
+
+  A synthetic prior with ``difficulty=''`` takes the target run's difficulty (a
+  public sample of the same population), or ``'easy'`` without a synthetic run.
+
+  Args:
+    config: the prior's config (`default_config`).
+    run_config: the target run's config or its ``config.data``; optional.
+  """
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  if data.name == 'synthetic' and not data.get('difficulty', ''):
+    run_data = _run_data(run_config)
+    from_run = run_data.get('difficulty', '') if (
+        run_data is not None and run_data.name == 'synthetic') else ''
+    data.difficulty = from_run or 'easy'
+  return data
+
+
+def aux_dataset(config, run_config=None) -> base.GazeDataset:
+  """The auxiliary (public) people of ``config.data``, loaded as a run loads its data.
+
+  Args:
+    config: the prior's config.
+    run_config: the target run's config (or ``config.data``), which fills in
+      what the prior's data leaves to it (`prior_data_config`).
+  """
+  from privateyes_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  return data_lib.load_dataset(prior_data_config(config, run_config))
+
+
+# Datasets holding the same people under the same names: the 15 MPIIGaze participants
+# are MPIIFaceGaze's, in every file format.
+_MPII = ('mpiigaze', 'mpiifacegaze', 'mpiifacegaze_raw', 'mpiigaze_h5', 'mpiifacegaze_h5')
+
+
+def _population(data) -> tuple:
+  """Which population of people a data config draws from; equal keys may share people.
+
+  Synthetic people are a function of the seed (the difficulty only renders them
+  differently); the MPII datasets share their 15 participants; two own studies are
+  different populations only when both name different ``manual_dir`` folders (a run
+  that reads already prepared data may leave it empty, so it may be either).
+  """
+  name = data.name
+  if name == 'synthetic':
+    return ('synthetic', int(data.seed))
+  if name in _MPII:
+    return ('mpii',)
+  return (name,)
+
+
+def _same_population(a, b) -> bool:
+  if _population(a) != _population(b):
+    return False
+  if a.name == 'own_study':
+    dir_a, dir_b = (os.path.abspath(os.path.expanduser(d.get('manual_dir', '') or ''))
+                    if d.get('manual_dir', '') else '' for d in (a, b))
+    return not (dir_a and dir_b and dir_a != dir_b)
+  return True
+
+
+def _people_of(data, dataset: base.GazeDataset | None) -> tuple[str, ...]:
+  """The names of a data config's people: rendered synthetic people are named by
+  index without rendering them; other datasets are loaded (or ``dataset`` read)."""
+  if dataset is not None:
+    return tuple(dataset.person_names)
+  if data.name == 'synthetic':
+    first = int(data.get('first_person', 0) or 0)
+    return tuple(f'p{i:02d}' for i in range(first, first + int(data.num_people)))
+  from privateyes_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  return tuple(data_lib.load_dataset(data).person_names)
+
+
+def check_disjoint(prior_data, run_config, prior_dataset: base.GazeDataset | None = None,
+                   run_dataset: base.GazeDataset | None = None) -> tuple[str, ...]:
+  """Refuses a prior whose people are people of the target run (DESIGN.md §5.1).
+
+  The target run's people are all people of its dataset, its training people (the
+  federation) and its held-out people alike: a prior trained on either would give
+  the adversary images of the people it attacks or is evaluated against.
+
+  Args:
+    prior_data: the prior's data config (`prior_data_config`, or ``config.data``).
+    run_config: the target run's config (or its ``config.data``).
+    prior_dataset, run_dataset: the datasets those configs load, if already
+      loaded (otherwise the people of a non-synthetic dataset are loaded to name them).
+
+  Returns:
+    The run's people that share the prior's population (empty when the prior is
+    another dataset or other synthetic people): pass them to `train_prior` as
+    ``excluded_people``, which checks the images it is given by name.
+
+  Raises:
+    ValueError: one line naming the overlapping people and both datasets.
+  """
+  run_data = _run_data(run_config)
+  if not _same_population(prior_data, run_data):
+    return ()
+  run_people = _people_of(run_data, run_dataset)
+  overlap = sorted(set(_people_of(prior_data, prior_dataset)) & set(run_people))
+  if overlap:
+    shown = ', '.join(overlap[:8]) + (f' and {len(overlap) - 8} more' if len(overlap) > 8 else '')
+    raise ValueError(
+        f'The prior\'s data ({prior_data.name}) contains people of the target run\'s dataset '
+        f'({run_data.name}, training or held-out): {shown}. Train the prior on other people '
+        '(prior.data.people, prior.data.first_person or another seed or dataset).')
+  return run_people
+
+
+def check_image_shape(prior_dataset: base.GazeDataset, run_image_shape) -> None:
+  """Refuses a prior whose images are not the run model's input shape.
+
+  Args:
+    prior_dataset: the prior's images.
+    run_image_shape: ``(height, width, channels)`` of the target run's images.
+
+  Raises:
+    ValueError: naming both shapes and the fields that prepare matching images.
+  """
+  prior_shape, run_shape = tuple(prior_dataset.image_shape), tuple(run_image_shape)
+  if prior_shape != run_shape:
+    raise ValueError(
+        f'The prior\'s images ({prior_dataset.name}) are {"x".join(map(str, prior_shape))} but '
+        f'the target run\'s model takes {"x".join(map(str, run_shape))}; prepare the prior\'s '
+        'dataset at that size (prior.data.image_size, prior.data.channels) or attack with '
+        'another prior.')
 
 
 # Config fields that may change between a run and its resumption.
@@ -287,6 +440,12 @@ def _check_same_prior(directory: str, config, dataset: base.GazeDataset) -> None
   current = {k: v for k, v in workdir_lib.config_to_dict(config).items()
              if k not in _RESUMABLE_FIELDS}
   current['aux_people_names'] = list(dataset.person_names)
+  # The images themselves: the same config can load other images (a synthetic prior
+  # rendered like its target run, a re-prepared own study).
+  digest = hashlib.sha256()
+  for p in dataset.people:
+    digest.update(np.ascontiguousarray(p.images).tobytes())
+  current['aux_images_sha256'] = digest.hexdigest()
   path = os.path.join(directory, CONFIG_FILE)
   if os.path.exists(path):
     with open(path) as f:
@@ -329,9 +488,10 @@ def train_prior(config, checkpoint_dir: str | None = None,
       latest step, and a finished run is restored without training. None: no
       checkpoints.
     dataset: the auxiliary images; default `aux_dataset(config)`.
-    excluded_people: names of the federation's people. Training on any of them
-      would give the adversary the private data it is meant to reconstruct, so a
-      dataset that contains one is refused.
+    excluded_people: names of the target run's people in the prior's population
+      (what `check_disjoint` returns). Training on any of them would give the
+      adversary the private data it is meant to reconstruct, so a dataset that
+      contains one is refused.
 
   Raises:
     ValueError: the dataset overlaps ``excluded_people``, the config is invalid, or

@@ -24,12 +24,14 @@ def load_dataset(data_config) -> GazeDataset:
   name, source = data_config.name, data_config.get('source', 'memory')
   if name == 'synthetic':
     if source == 'memory':
-      return synthetic.make_dataset(data_config.num_people, data_config.samples_per_person,
-                                    data_config.seed)
+      return synthetic.from_config(data_config)
     if source == 'tfds':
+      if data_config.get('first_person', 0):
+        raise ValueError('data.first_person is only supported with data.source="memory".')
       builder = tfds_source.synthetic_builder(
           data_config.num_people, data_config.samples_per_person, data_config.seed,
-          data_config.get('data_dir') or default_data_dir())
+          data_config.get('data_dir') or default_data_dir(),
+          difficulty=data_config.get('difficulty', '') or synthetic.DEFAULT_DIFFICULTY)
       builder.download_and_prepare()
       return tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze')
     raise ValueError(f'data.source must be "memory" or "tfds", got {source!r}.')

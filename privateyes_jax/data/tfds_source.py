@@ -93,8 +93,10 @@ def _decode(x):
   return x.decode() if isinstance(x, bytes) else x
 
 
-def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_dir: str):
+def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_dir: str,
+                      difficulty: str = synthetic.DEFAULT_DIFFICULTY):
   """A TFDS builder of the synthetic identities dataset with these parameters."""
+  synthetic.get_difficulty(difficulty)  # Fail fast on an unknown name.
   tfds = _tfds()
 
   @dataclasses.dataclass
@@ -102,6 +104,7 @@ def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_
     num_people: int = 15
     samples_per_person: int = 600
     seed: int = 0
+    difficulty: str = synthetic.DEFAULT_DIFFICULTY
 
   class SyntheticIdentities(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Procedurally rendered 36x60 eye patches of synthetic people (see data/synthetic.py)."""
@@ -121,14 +124,18 @@ def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_
     def _generate_examples(self):
       cfg = self.builder_config
       for i in range(cfg.num_people):
-        p = synthetic.sample_person(cfg.seed, i, cfg.samples_per_person)
+        p = synthetic.sample_person(cfg.seed, i, cfg.samples_per_person,
+                                    difficulty=cfg.difficulty)
         for j in range(p.num_samples):
           yield f'{p.person}/{j}', {
               'person': p.person, 'image': p.images[j], 'label': p.labels[j],
               'head_pose': p.head_pose[j], 'sample_id': str(p.sample_id[j]), 'index': j}
 
+  # 'easy' keeps the name it had before difficulties existed, so prepared copies stay valid.
+  suffix = '' if difficulty == 'easy' else f'_{difficulty}'
   config = SyntheticConfig(
-      name=f'people{num_people}_samples{samples_per_person}_seed{seed}',
-      num_people=num_people, samples_per_person=samples_per_person, seed=seed)
+      name=f'people{num_people}_samples{samples_per_person}_seed{seed}{suffix}',
+      num_people=num_people, samples_per_person=samples_per_person, seed=seed,
+      difficulty=difficulty)
   builder = SyntheticIdentities(config=config, data_dir=data_dir, file_format='array_record')
   return builder

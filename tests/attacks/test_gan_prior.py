@@ -2,11 +2,15 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from experiments.configs import default as default_configs
 from privateyes_jax.attacks import gan_prior
+from privateyes_jax.data import base
 from privateyes_jax.data import synthetic
+from tests.data import fixtures_datasets as fx
 
 
 def test_gradient_penalty_of_linear_critic():
@@ -97,3 +101,122 @@ def test_prior_refuses_federation_people(aux):
                           excluded_people=('p101',))
   with pytest.raises(ValueError, match='Unknown prior preset'):
     gan_prior.default_config('huge')
+
+
+# ----------------------------------------------------------------------------- prior data
+
+
+def _run_config(**data):
+  config = default_configs.get_config('tiny')
+  config.data.update(data)
+  return config
+
+
+def test_default_prior_data_is_synthetic_people_outside_the_federation():
+  config = gan_prior.default_config('tiny')
+  aux = gan_prior.aux_dataset(config)
+  assert aux.person_names == ['p100', 'p101', 'p102', 'p103']
+  np.testing.assert_array_equal(
+      aux.people[0].images, synthetic.make_dataset(1, 8, first_person=100).people[0].images)
+  # Rendered like the target run's people, unless the prior's data says otherwise.
+  realistic_run = _run_config(difficulty='realistic')
+  assert gan_prior.prior_data_config(config, realistic_run).difficulty == 'realistic'
+  assert gan_prior.prior_data_config(config, _run_config()).difficulty == 'easy'
+  assert gan_prior.prior_data_config(config).difficulty == 'easy'
+  config.data.difficulty = 'easy'
+  assert gan_prior.prior_data_config(config, realistic_run).difficulty == 'easy'
+  np.testing.assert_array_equal(
+      gan_prior.aux_dataset(gan_prior.default_config('tiny'), realistic_run).people[0].images,
+      synthetic.make_dataset(1, 8, first_person=100, difficulty='realistic').people[0].images)
+  # The default prior and a tiny synthetic run share nobody: nothing to exclude by name...
+  run = _run_config()
+  assert gan_prior.check_disjoint(gan_prior.prior_data_config(config, run), run) == (
+      'p00', 'p01', 'p02', 'p03', 'p04', 'p05')
+  # ...and people of another seed are other people, whatever their names.
+  other_seed = gan_prior.prior_data_config(config, run)
+  other_seed.update(dict(seed=5, first_person=0))
+  assert gan_prior.check_disjoint(other_seed, run) == ()
+
+
+def test_overlapping_synthetic_prior_is_refused():
+  """Kills a check that looks only at training people, or ignores the seed."""
+  run = _run_config(num_people=6, num_test_people=2)  # p00-p03 train, p04-p05 held out.
+  prior = gan_prior.prior_data_config(gan_prior.default_config('tiny'), run)
+  prior.first_person = 5  # p05..p08: p05 is a held-out person of the run.
+  with pytest.raises(ValueError, match=r'people of the target run.*p05\.'):
+    gan_prior.check_disjoint(prior, run)
+  prior.first_person = 0
+  with pytest.raises(ValueError, match=r'p00, p01, p02, p03'):
+    gan_prior.check_disjoint(prior, run.data)  # A data config works as well as a run config.
+  prior.difficulty = 'easy' if run.data.difficulty == 'realistic' else 'realistic'
+  with pytest.raises(ValueError, match='p00'):  # Rendered differently, still the same people.
+    gan_prior.check_disjoint(prior, run)
+
+
+def _named_dataset(name, people, shape=(36, 60, 1)):
+  return base.GazeDataset(name=name, people=tuple(
+      base.PersonData(person=p, images=np.zeros((2, *shape), np.uint8),
+                      labels=np.zeros((2, 2), np.float32), head_pose=np.zeros((2, 2), np.float32),
+                      sample_id=np.arange(2)) for p in people))
+
+
+def test_mpii_files_share_their_participants():
+  h5 = ml_collections.ConfigDict(dict(name='mpiigaze_h5', people=('p05', 'p06')))
+  run = ml_collections.ConfigDict(dict(name='mpiigaze'))
+  run_people = _named_dataset('mpiigaze', [f'p{i:02d}' for i in range(6)])
+  with pytest.raises(ValueError, match=r'mpiigaze_h5.*mpiigaze.*: p05\.'):
+    gan_prior.check_disjoint(h5, run, _named_dataset('mpiigaze_h5', ['p05', 'p06']), run_people)
+  assert gan_prior.check_disjoint(h5, run, _named_dataset('mpiigaze_h5', ['p10', 'p11']),
+                                  run_people) == tuple(run_people.person_names)
+  # Another dataset altogether: nobody in common, nothing loaded.
+  gazecapture = ml_collections.ConfigDict(dict(name='gazecapture'))
+  assert gan_prior.check_disjoint(gazecapture, run) == ()
+
+
+def test_prior_images_must_fit_the_run_model():
+  gan_prior.check_image_shape(_named_dataset('own_study', ['a']), (36, 60, 1))
+  with pytest.raises(ValueError, match=r'24x40x1 but the target run.s model takes 36x60x1.*'
+                                       r'prior.data.image_size'):
+    gan_prior.check_image_shape(_named_dataset('own_study', ['a'], (24, 40, 1)), (36, 60, 1))
+  with pytest.raises(ValueError, match='models'):  # The generator draws eye patches only.
+    gan_prior.train_prior(gan_prior.default_config('tiny'),
+                          dataset=_named_dataset('x', ['a'], (36, 60, 3)))
+
+
+def test_prior_from_other_people_of_an_own_study(tmp_path):
+  """A lab attacks its own-study run with a prior of the study's other people."""
+  raw, prepared = str(tmp_path / 'raw'), str(tmp_path / 'tfds')
+  fx.write_own_study(raw, people=('alice', 'bob', 'carol', 'dave', 'erin'), n=6, screen=True)
+  study = dict(name='own_study', source='tfds', manual_dir=raw, data_dir=prepared,
+               label_kind='screen')
+  run = _run_config(people=('alice', 'bob', 'carol'), num_test_people=1, **study)
+  config = gan_prior.default_config('tiny')
+  config.data.update(dict(people=('dave', 'erin'), **study))
+  prior_data = gan_prior.prior_data_config(config, run)
+  aux = gan_prior.aux_dataset(config, run)
+  assert aux.person_names == ['dave', 'erin'] and aux.image_shape == (36, 60, 1)
+  excluded = gan_prior.check_disjoint(prior_data, run, prior_dataset=aux)
+  assert excluded == ('alice', 'bob', 'carol')  # Read from the run's prepared data.
+  gan_prior.check_image_shape(aux, (36, 60, 1))
+  prior = gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=aux,
+                                excluded_people=excluded)
+  assert gan_prior.sample_images(prior, jax.random.PRNGKey(0), 2).shape == (2, 36, 60, 1)
+  # The held-out person carol in the prior's people: refused, naming her.
+  config.data.people = ('carol', 'dave')
+  with pytest.raises(ValueError, match=r'own_study.*: carol\.'):
+    gan_prior.check_disjoint(gan_prior.prior_data_config(config, run), run)
+  # The names alone do not make people the same: another study's 'carol' is someone else.
+  another_study = gan_prior.prior_data_config(config, run)
+  another_study.manual_dir = str(tmp_path / 'another_lab')
+  assert gan_prior.check_disjoint(another_study, run) == ()
+
+
+def test_checkpoint_of_other_images_is_refused(tmp_path):
+  """Same config, other images (a prior rendered like another target run): not resumed."""
+  config = gan_prior.default_config('tiny')
+  config.steps = 1
+  easy = synthetic.make_dataset(3, 8, first_person=100)
+  gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=easy)
+  realistic = synthetic.make_dataset(3, 8, first_person=100, difficulty='realistic')
+  with pytest.raises(ValueError, match='aux_images_sha256'):
+    gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=realistic)

@@ -117,3 +117,60 @@ def test_bad_dataset_requests():
     dataclasses.replace(p, labels=np.full((4, 2), np.nan, np.float32))
   with pytest.raises(data_lib.DatasetError, match='shape'):
     dataclasses.replace(p, head_pose=np.zeros((3, 2), np.float32))
+
+
+def test_easy_is_the_default_and_unknown_difficulties_are_refused():
+  easy = synthetic.make_dataset(2, 6, seed=3, difficulty='easy')
+  default = synthetic.make_dataset(2, 6, seed=3)
+  for a, b in zip(easy.people, default.people):
+    np.testing.assert_array_equal(a.images, b.images)
+  with pytest.raises(data_lib.DatasetError, match='difficulty'):
+    synthetic.make_dataset(2, 6, difficulty='hard')
+  with pytest.raises(data_lib.DatasetError, match='difficulty'):
+    data_lib.load_dataset(_data_config(difficulty='hard'))
+
+
+def test_realistic_people_keep_their_traits_less_pronounced():
+  """The same draws make person i under both settings; 'realistic' shrinks them."""
+  spread = synthetic.DIFFICULTIES['realistic'].identity_spread
+  for i in range(3):
+    easy = synthetic.make_identity(7, i, 'easy')
+    real = synthetic.make_identity(7, i, 'realistic')
+    for name, lo, hi in synthetic._APPEARANCE:  # pylint: disable=protected-access
+      mid = 0.5 * (lo + hi)
+      assert getattr(real, name) == pytest.approx(mid + spread * (getattr(easy, name) - mid))
+    # Behaviour (where the person looks, how they hold their head) is not shrunk.
+    np.testing.assert_array_equal(real.gaze_mean, easy.gaze_mean)
+    np.testing.assert_array_equal(real.head_mean, easy.head_mean)
+
+
+def test_realistic_people_are_as_hard_to_tell_apart_as_real_eyes():
+  """Issue #14: 10 people score 0.30-0.45 on the nearest-centroid statistic (real lab
+  eye crops: 0.375); 'easy' people are far easier. Kills a renderer that drops the
+  within-person variation or the shrinkage (either alone scores above 0.45)."""
+  from privateyes_jax.data import identity_difficulty  # pylint: disable=g-import-not-at-top
+  # Seed 1001 is one of the calibration seeds (docs/DECISIONS.md), not the demo's.
+  realistic = identity_difficulty.nearest_centroid(
+      synthetic.make_dataset(10, 200, seed=1001, difficulty='realistic'))
+  easy = identity_difficulty.nearest_centroid(synthetic.make_dataset(10, 200, seed=1001))
+  assert 0.30 <= realistic.accuracy <= 0.45, realistic.describe()
+  assert easy.accuracy > 0.75, easy.describe()
+  assert realistic.interval[0] > realistic.chance  # Still people, not noise.
+
+
+def test_realistic_through_configs_and_tfds(tmp_path):
+  memory = data_lib.load_dataset(_data_config(difficulty='realistic', num_people=2))
+  direct = synthetic.make_dataset(2, 12, seed=0, difficulty='realistic')
+  np.testing.assert_array_equal(memory.people[1].images, direct.people[1].images)
+  assert not np.array_equal(memory.people[1].images,
+                            synthetic.make_dataset(2, 12, seed=0).people[1].images)
+  via_tfds = data_lib.load_dataset(_data_config(difficulty='realistic', num_people=2,
+                                                source='tfds', data_dir=str(tmp_path)))
+  np.testing.assert_array_equal(via_tfds.people[1].images, direct.people[1].images)
+  # An 'easy' build of the same people is another prepared dataset, not this one.
+  easy = data_lib.load_dataset(_data_config(num_people=2, source='tfds', data_dir=str(tmp_path)))
+  assert not np.array_equal(easy.people[1].images, direct.people[1].images)
+  # Auxiliary people past the federation's, through the config.
+  aux = data_lib.load_dataset(_data_config(num_people=1, first_person=1, difficulty='realistic'))
+  assert aux.person_names == ['p01']
+  np.testing.assert_array_equal(aux.people[0].images, direct.people[1].images)
