@@ -182,6 +182,14 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     indices, mask = client_data.round_indices(config.seed, r, client_ids, store.num_samples,
                                               fl.local_steps, config.batch_size)
     source = state['client_params'] if local_only else state['params']
+    if not local_only and hasattr(aggregator, 'distribute_model'):
+      # Every client compares the model digests of all servers (docs/MPC.md §6a).
+      broadcast = aggregator.distribute_model(np.asarray(ravel_pytree(source)[0]),
+                                              len(client_ids))
+      if not broadcast.ok:
+        raise RoundAborted(f'Round {r + 1} aborted before training: '
+                           f'{broadcast.failure.rstrip(".")}. The global model and the '
+                           'saved checkpoints are unchanged.')
     local = executor.run(source, store, client_ids, indices, mask,
                          per_client_params=local_only)
     finite = np.asarray(jnp.all(jnp.isfinite(local.updates), axis=1))

@@ -104,6 +104,11 @@ class AdversarySpec:
     return self.kind != 'none'
 
   @property
+  def deviates_in_aggregation(self) -> bool:
+    """The deviation acts on shares, the opening or the check (not the broadcast)."""
+    return self.active and self.kind != 'inconsistent_model'
+
+  @property
   def needs_previous_shares(self) -> bool:
     return self.kind == 'replay_client'
 

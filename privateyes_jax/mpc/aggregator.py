@@ -53,6 +53,7 @@ import numpy as np
 from privateyes_jax.federated.aggregators import AggregateResult
 from privateyes_jax.mpc import adversary as adversary_lib
 from privateyes_jax.mpc import coin as coin_lib
+from privateyes_jax.mpc import consistency
 from privateyes_jax.mpc import costs
 from privateyes_jax.mpc import fused
 from privateyes_jax.mpc import prg as prg_lib
@@ -496,6 +497,22 @@ class SecureAggregator:
                                                self.num_servers, self.spec)
       return state._replace(mac_key_shares=mac_key_words, attempt=attempt)
 
+  def distribute_model(self, global_model: np.ndarray, num_clients: int, *,
+                       craft=consistency.perturb,
+                       check: bool = True) -> consistency.Distribution:
+    """Phase MODEL BROADCAST (before the clients train): consistent models.
+
+    Every server sends the global model to every client; each client compares the
+    SHA-256 digests of all servers' models and refuses on a mismatch
+    (``consistency.distribute``). The ``inconsistent_model`` adversary's server
+    sends ``craft(model)`` to every client but its target.
+    """
+    adversary = self.adversary
+    malicious = (adversary.server,) if adversary.kind == 'inconsistent_model' else ()
+    return consistency.distribute(np.asarray(global_model, np.float32), num_clients,
+                                  self.num_servers, malicious=malicious,
+                                  target=adversary.client, craft=craft, check=check)
+
   # --- shared checks -----------------------------------------------------------
 
   def _check_weights(self, weights: jax.Array, num_clients: int) -> np.ndarray:
@@ -767,7 +784,7 @@ class SecureAggregator:
       # the masked opening, one program; y' is fixed before any coin exists.
       start_time = time.perf_counter()
       new_state = state
-      if not adversary.active:
+      if not adversary.deviates_in_aggregation:
         out = jax.block_until_ready(fused.local_sums_and_open(
             acc, state.mac_key_shares, opening_seeds, max_weight, mode=self.mode,
             spec=self.spec, num_servers=self.num_servers, prg=self.prg,
@@ -876,7 +893,7 @@ class SecureAggregator:
           prep, submission.payload, submission.submitted, state.mac_key_shares,
           jnp.float32(self.max_weight), self._adversary_params(num_elements),
           previous_value, previous_mac, state.has_previous, mode=self.mode,
-          spec=self.spec, adversarial=adversary.active,
+          spec=self.spec, adversarial=adversary.deviates_in_aggregation,
           coalition=self.coalition if self.record_view else None))
       timings['aggregation_s'] = time.perf_counter() - start
       new_state = state

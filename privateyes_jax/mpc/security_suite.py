@@ -17,7 +17,9 @@ plus attacks that need more than one call:
   (the abort-then-resume forgery of issue #13);
 * ``guess_mac``: the MAC adjusted by a uniformly guessed α;
 * ``rush_coin``: a rushing server that fixes the joint coin (and the matching
-  cancelling error).
+  cancelling error);
+* ``inconsistent_model``: 1 to S-1 servers send a crafted model to all clients
+  but one (``consistency.distribute``); some client must refuse.
 
 ``measure_escapes`` runs one scenario many times at a small s and compares the
 escape rate with the ideal check's (``ideal_escape_rate``) by a binomial test;
@@ -35,11 +37,12 @@ import numpy as np
 
 from privateyes_jax.mpc import adversary as adversary_lib
 from privateyes_jax.mpc import aggregator as aggregator_lib
+from privateyes_jax.mpc import consistency
 from privateyes_jax.mpc import ring
 
 MAX_WEIGHT = 16.0
 MULTI_CALL = ('replay_attempt', 'cancel_chi_retired')
-SCENARIOS = tuple(k for k in adversary_lib.KINDS if k != 'inconsistent_model') + MULTI_CALL
+SCENARIOS = adversary_lib.KINDS + MULTI_CALL
 ACTIVE = tuple(k for k in SCENARIOS if k != 'none')
 # The scenarios whose escape rate at small s is measured (``measure_escapes``).
 MEASURED = ('add_error', 'high_error', 'guess_mac', 'cancel_chi', 'cancel_chi_retired')
@@ -88,7 +91,10 @@ def random_adversary(rng: np.random.Generator, scenario: str, num_servers: int,
       server=int(rng.integers(0, num_servers)),
       client=int(rng.integers(0, num_clients)),
       magnitude=_magnitude(rng, spec) if magnitude is None else magnitude,
-      element=int(rng.integers(0 if single_element else -1, num_elements)),
+      # A measured error sits on a parameter, not on the weight column, which the
+      # output check (0 < Σw̃ ≤ n) would also catch: the rate is the MAC check's.
+      element=int(rng.integers(0, num_elements - 1) if single_element
+                  else rng.integers(-1, num_elements)),
       before_commit=bool(rng.integers(0, 2)),
       guess=guess)
 
@@ -127,6 +133,14 @@ def run_trial(rng: np.random.Generator, scenario: str, num_servers: int,
   round_key = jax.random.fold_in(key, 1)
   updates, weights = _inputs(rng, num_clients, num_params, adversary.client)
   must_abort = scenario != 'none'
+  if scenario == 'inconsistent_model':
+    malicious = rng.choice(num_servers, int(rng.integers(1, num_servers)), replace=False)
+    broadcast = consistency.distribute(
+        rng.normal(size=num_params).astype(np.float32), num_clients, num_servers,
+        malicious=tuple(int(i) for i in malicious), target=adversary.client)
+    if broadcast.ok:
+      return False, f'undetected: {scenario} malicious={malicious.tolist()} S={num_servers}'
+    return True, ''
   if scenario == 'replay_client':
     state, first = agg.apply(state, updates, weights, round_key, 0)
     if not first.ok:

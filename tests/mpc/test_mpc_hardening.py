@@ -3,6 +3,7 @@ the mutant it kills (docs/MPC.md §9, "Security tests and the mutants they kill"
 
 import dataclasses
 import functools
+import itertools
 import os
 import re
 import types
@@ -19,6 +20,7 @@ from privateyes_jax.federated.aggregators import weighted_mean
 from privateyes_jax.mpc import adversary as adversary_lib
 from privateyes_jax.mpc import aggregator as aggregator_lib
 from privateyes_jax.mpc import coin as coin_lib
+from privateyes_jax.mpc import consistency
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import security_suite
 
@@ -256,3 +258,66 @@ def test_fused_path_coalition_view_is_uniform_and_independent_of_the_inputs():
   assert stats.ks_2samp(*samples).pvalue > 1e-3
   shares = result.view['opened_sum_shares'][1] & np.uint64(2**SPEC.k - 1)
   assert stats.kstest(shares.astype(np.float64) / 2**SPEC.k, 'uniform').pvalue > 1e-3
+
+
+# ---------------------------------------------------------------------------
+# Consistent models (Pasquini et al., CCS 2022).
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('num_servers', [2, 3])
+def test_model_inconsistency_is_detected_whenever_one_server_is_honest(num_servers):
+  model = np.linspace(-1, 1, 6).astype(np.float32)
+  servers = range(num_servers)
+  for size in range(1, num_servers):
+    for malicious in itertools.combinations(servers, size):
+      broadcast = consistency.distribute(model, 4, num_servers, malicious=malicious,
+                                         target=2)
+      assert not broadcast.ok and broadcast.refusing == [0, 1, 3], malicious
+      assert broadcast.failure.startswith('model inconsistency')
+  # No honest server left: the same crafted model from all, nothing to compare.
+  assert consistency.distribute(model, 4, num_servers, malicious=tuple(servers),
+                                target=2).ok
+  # Through the aggregator: the adversary kind of the engine's config.
+  agg = _make(adversary=adversary_lib.AdversarySpec('inconsistent_model', server=1,
+                                                    client=0))
+  assert not agg.distribute_model(model, 3).ok
+  assert _make().distribute_model(model, 3).ok
+
+
+def test_without_the_check_a_crafted_model_isolates_one_client():
+  """Pasquini et al.'s attack on a one-layer ReLU model: the crafted model's dead ReLUs
+  zero every other client's update, so the securely opened mean is the target's alone."""
+  rng = np.random.default_rng(0)
+  dim, hidden, num_clients, target = 3, 4, 4, 2
+  model = rng.normal(size=dim * hidden + hidden).astype(np.float32)
+  model[dim * hidden:] = 3.0  # The true model's ReLUs fire on every input.
+
+  def local_update(flat, x, y):  # One SGD step on 0.5 (Σ relu(W x + b) − y)^2.
+    w, b = flat[:dim * hidden].reshape(hidden, dim), flat[dim * hidden:]
+    pre = w @ x + b
+    error = np.maximum(pre, 0).sum() - y
+    grad_pre = error * (pre > 0)
+    return -0.1 * np.concatenate([np.outer(grad_pre, x).ravel(), grad_pre])
+
+  def trap(flat):  # Every bias very negative: no ReLU fires on any input.
+    crafted = np.array(flat, copy=True)
+    crafted[dim * hidden:] = -1e3
+    return crafted
+
+  data = [(rng.normal(size=dim).astype(np.float32), 1.0) for _ in range(num_clients)]
+  agg = _make(adversary=adversary_lib.AdversarySpec('inconsistent_model', server=0,
+                                                    client=target))
+  unchecked = agg.distribute_model(model, num_clients, craft=trap, check=False)
+  assert unchecked.ok  # Nobody compares: every client trains.
+  updates = np.stack([local_update(m, *d) for m, d in zip(unchecked.models, data)])
+  weights = jnp.full((num_clients,), 8.0)
+  honest_aggregation = _make().apply(_make().init(jax.random.key(0)),
+                                     jnp.asarray(updates, jnp.float32), weights,
+                                     jax.random.key(1), 0)[1]
+  assert honest_aggregation.ok
+  np.testing.assert_allclose(np.asarray(honest_aggregation.mean_update) * num_clients,
+                             updates[target], atol=1e-4)  # The target's update, exposed.
+  assert np.abs(updates[target]).max() > 1e-3
+  checked = agg.distribute_model(model, num_clients, craft=trap)
+  assert not checked.ok and checked.refusing == [c for c in range(num_clients) if c != target]
