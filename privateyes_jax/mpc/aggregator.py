@@ -11,7 +11,7 @@ One round, all parties simulated in one process:
 
 1. DEALER (simulated offline phase): authenticated input masks [[r_c]] for every
    client element, each server's shares the expansion of a per-(client, server)
-   seed, and opening masks [[2^k r']].
+   seed.
 2. Clients: scale, range-check, encode, then privateyes: receive r_c mod 2^k,
    broadcast ε_c = x_c - r_c with a round tag; semi-honest: send one additive
    share to each server (S-1 of them as PRG seeds) with a round tag.
@@ -96,8 +96,6 @@ class ClientSubmission(NamedTuple):
 class Preprocessing(NamedTuple):
   """DEALER output for one privateyes round (simulated offline phase)."""
   input_masks: spdz2k.AuthShares  # [[r]]: [servers, clients, elements] uint64.
-  opening_masks: spdz2k.AuthShares  # [[2^k r']]: [servers, elements] uint64.
-  opening_seeds: jax.Array  # [servers, 2] uint64: the seeds of [[2^k r']].
 
 
 class SecureAggregatorState(NamedTuple):
@@ -143,8 +141,8 @@ def _dealer_key_generation(dealer_seed_words, attempt, num_servers, spec):
 
 @functools.partial(jax.jit, static_argnames=('num_clients', 'num_servers', 'mode'))
 def round_seeds(key, attempt, num_clients, num_servers, mode):
-  """Per-(client, server) seeds ``[C, S or S-1, 2]`` and opening seeds ``[S, 2]``
-  of one attempt at the round (``fused.attempt_root``).
+  """Per-(client, server) seeds ``[C, S or S-1, 2]`` of one attempt at the round
+  (``fused.attempt_root``).
 
   privateyes: the DEALER's seeds of [[r_c]]: for servers i < S-1 the seed of their
   value and MAC shares (what a seed-compressed dealer sends server i); column
@@ -156,16 +154,14 @@ def round_seeds(key, attempt, num_clients, num_servers, mode):
   num_inputs = num_servers if mode == 'privateyes' else num_servers - 1
   role = fused.DEALER if mode == 'privateyes' else fused.CLIENTS
   root = fused.attempt_root(prg_lib.key_seed(key), attempt)
-  return fused.round_seed_tables(root, num_clients, num_inputs, num_servers, role)
+  return fused.round_seed_tables(root, num_clients, num_inputs, role)
 
 
 @functools.partial(jax.jit, static_argnames=('num_elements', 'spec', 'prg'))
-def _dealer_round(input_seeds, opening_seeds, mac_key_words, num_elements, spec, prg):
+def _dealer_round(input_seeds, mac_key_words, num_elements, spec, prg):
   mac_key_shares = ring.from_words(mac_key_words)
-  return Preprocessing(
-      fused.input_masks(input_seeds, mac_key_shares, num_elements, spec, prg),
-      fused.opening_masks(opening_seeds, mac_key_shares, num_elements, spec, prg),
-      opening_seeds)
+  return Preprocessing(fused.input_masks(input_seeds, mac_key_shares, num_elements, spec,
+                                         prg))
 
 
 def _tags(submitted, round_idx, attempt):
@@ -226,9 +222,8 @@ def _servers_step_by_step(prep, payload, submitted, mac_key_words, max_weight, p
     value_sum, mac_sum = adversary_lib.corrupt_sum_shares(params, value_sum, mac_sum,
                                                           bits, spec.k)
   if privateyes:
-    opened, masked = spdz2k.masked_open(spdz2k.AuthShares(value_sum, mac_sum),
-                                        prep.opening_masks, spec)
-    out = fused._opened_result(opened, masked.value, masked.mac, max_weight, spec)  # pylint: disable=protected-access
+    out = fused.open_authenticated(value_sum, mac_sum, max_weight, spec=spec,
+                                   with_view=True)
   else:
     out = fused.open_plain(value_sum, max_weight, spec=spec, with_view=True)
   estimate = None
@@ -725,7 +720,7 @@ class SecureAggregator:
     timings = {}
     with jax.enable_x64(True):
       max_weight = jnp.float32(self.max_weight)
-      (input_seeds, opening_seeds), timings['preprocessing_s'] = _timed(
+      input_seeds, timings['preprocessing_s'] = _timed(
           round_seeds, key, state.attempt, num_clients, self.num_servers, self.mode)
 
       _, stats = fused.init_accumulators(self.mode, self.spec, self.num_servers,
@@ -737,9 +732,7 @@ class SecureAggregator:
       if privateyes:
         # DEALER (offline, simulated): the sums of the input masks' shares, from the
         # seeds alone (a deployment produces them before the round). Timed apart, as
-        # preprocessing. The opening masks [[2^k r']] are dealer values too, but one
-        # per element, not per client element: generated inside the opening program
-        # they cost less than written out here and read back.
+        # preprocessing.
         start_time = time.perf_counter()
         no_inputs = jnp.zeros((0, num_params), jnp.float32)
         for n in range(num_chunks):
@@ -781,21 +774,20 @@ class SecureAggregator:
       timings['sharing_s'] = time.perf_counter() - start_time
 
       # OPEN: the servers' sums (with the malicious server's deviation, if any) and
-      # the masked opening, one program; y' is fixed before any coin exists.
+      # the opening, one program; y is fixed before any coin exists.
       start_time = time.perf_counter()
       new_state = state
       if not adversary.deviates_in_aggregation:
         out = jax.block_until_ready(fused.local_sums_and_open(
-            acc, state.mac_key_shares, opening_seeds, max_weight, mode=self.mode,
-            spec=self.spec, num_servers=self.num_servers, prg=self.prg,
-            with_view=with_view))
+            acc, state.mac_key_shares, max_weight, mode=self.mode, spec=self.spec,
+            num_servers=self.num_servers, with_view=with_view))
       else:
         previous_value, previous_mac = self._previous_words(state, num_elements)
         t = adversary.client
         rows, row = ((jnp.asarray(updates[t:t + 1]), 0) if on_host else (updates, t))
         target = fused.TargetRows(rows, jnp.int32(row), weights, input_seeds)
         out, replay = jax.block_until_ready(fused.deviating_sums_and_open(
-            acc, state.mac_key_shares, opening_seeds, max_weight,
+            acc, state.mac_key_shares, max_weight,
             self._adversary_params(num_elements), target, previous_value, previous_mac,
             state.has_previous, mode=self.mode, spec=self.spec,
             num_servers=self.num_servers, prg=self.prg, with_view=with_view))
@@ -821,10 +813,10 @@ class SecureAggregator:
     if self.mode != 'privateyes':
       return None
     with jax.enable_x64(True):
-      input_seeds, opening_seeds = round_seeds(key, state.attempt, num_clients,
-                                               self.num_servers, self.mode)
-      return _dealer_round(input_seeds, opening_seeds, state.mac_key_shares,
-                           num_elements, self.spec, self.prg)
+      input_seeds = round_seeds(key, state.attempt, num_clients, self.num_servers,
+                                self.mode)
+      return _dealer_round(input_seeds, state.mac_key_shares, num_elements, self.spec,
+                           self.prg)
 
   def package_client_inputs(self, prep: Preprocessing | None,
                             individual_updates: jax.Array, weights: jax.Array,
@@ -860,8 +852,8 @@ class SecureAggregator:
       if self.mode == 'privateyes':
         return _clients_privateyes(scaled, submitted, prep.input_masks.value,
                                    jnp.int32(round_idx), jnp.int32(attempt), self.spec)
-      seeds, _ = round_seeds(key, jnp.uint32(attempt), num_clients, self.num_servers,
-                             self.mode)
+      seeds = round_seeds(key, jnp.uint32(attempt), num_clients, self.num_servers,
+                          self.mode)
       return _clients_semi_honest(seeds, scaled, submitted, jnp.int32(round_idx),
                                   jnp.int32(attempt), self.spec, self.prg)
 

@@ -211,44 +211,22 @@ def semi_honest_shares(seeds, x, spec, prg):
   return jnp.stack(random + [last])
 
 
-def opening_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.AuthShares:
-  """DEALER: [[2^k r']] ``[S, E]``; seed S-1 gives r, seeds i < S-1 the shares."""
-  num_servers = mac_key_shares.shape[0]
-  bits = spec.ring_bits
-  counter = prg_lib.element_counter(num_elements)
-  lanes = prg_lib.words64(seeds[:, None, :], counter, 2, prg)  # [S, E] each.
-  r = lanes[0][num_servers - 1]
-  top = ring.mask_bits((r >> jnp.uint64(spec.k)) << jnp.uint64(spec.k), bits)
-  values = [ring.mask_bits(lanes[0][i], bits) for i in range(num_servers - 1)]
-  macs = [ring.mask_bits(lanes[1][i], bits) for i in range(num_servers - 1)]
-  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
-  values.append(ring.mask_bits(top - _sum(values, 64), bits))
-  macs.append(ring.mask_bits(alpha * top - _sum(macs, 64), bits))
-  return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs))
-
-
-def round_seed_tables(root, num_clients, num_inputs, num_servers, role):
+def round_seed_tables(root, num_clients, num_inputs, role):
   """All of a round's DEALER / client seeds from one vectorised Threefry call.
 
-  seed = Threefry-2x64_root(x0, x1) with x0 = client or server index and x1 = the
-  role tag (high 32 bits) and server index (low 32 bits), so every (role, client,
-  server) gets an independent 128-bit seed. ``root`` is the attempt's seed
+  seed = Threefry-2x64_root(x0, x1) with x0 = the client index and x1 = the role tag
+  (high 32 bits) and server index (low 32 bits), so every (role, client, server)
+  gets an independent 128-bit seed. ``root`` is the attempt's seed
   (`attempt_root`): nothing here is reused by a later attempt.
 
   Returns:
-    (input seeds ``[C, num_inputs, 2]``, opening seeds ``[S, 2]``).
+    input seeds ``[C, num_inputs, 2]``.
   """
   u = jnp.uint64
-  tag = lambda r: u(r) << u(32)
-  rows = lax.broadcasted_iota(u, (num_clients, num_inputs), 0).reshape(-1)
-  cols = lax.broadcasted_iota(u, (num_clients, num_inputs), 1).reshape(-1)
-  servers = jnp.arange(num_servers, dtype=u)
-  x0 = jnp.concatenate([rows, servers])
-  x1 = jnp.concatenate([tag(4 * role) | cols, jnp.full_like(servers, tag(4 * role + 1))])
-  w0, w1 = prg_lib.threefry2x64(root[0], root[1], x0, x1)
-  seeds = jnp.stack([w0, w1], axis=-1)
-  n = num_clients * num_inputs
-  return seeds[:n].reshape(num_clients, num_inputs, 2), seeds[n:n + num_servers]
+  rows = lax.broadcasted_iota(u, (num_clients, num_inputs), 0)
+  cols = lax.broadcasted_iota(u, (num_clients, num_inputs), 1)
+  w0, w1 = prg_lib.threefry2x64(root[0], root[1], rows, (u(4 * role) << u(32)) | cols)
+  return jnp.stack([w0, w1], axis=-1)
 
 
 _ATTEMPT_TAG = 0x41545450  # 'ATTP': the attempt's sub-seed of a round key.
@@ -258,8 +236,8 @@ _MAC_KEY_TAG = 0x4D41434B  # 'MACK': the MAC key of an attempt (dealer seed's ch
 def attempt_root(round_key_seed, attempt):
   """The seed of one attempt at a round: Threefry_{round key}(attempt, tag).
 
-  Every random value of the round (dealer masks, opening masks, client share
-  seeds) derives from it, so an attempt retired by an abort shares nothing with
+  Every random value of the round (dealer masks, client share seeds) derives
+  from it, so an attempt retired by an abort shares nothing with
   the next one.
   """
   return prg_lib.child_seed(round_key_seed, jnp.asarray(attempt, jnp.uint64),
@@ -539,32 +517,15 @@ def _opened_result(opened, shares, macs, max_weight, spec):
   return Opened(opened, shares, macs, mean, total, weight_fixed)
 
 
-def open_masked(value, mac, opening_seeds, mac_key_shares, max_weight, *, spec, prg,
-                with_view) -> Opened:
-  """Phase OPEN: y' = Σ_i (V_i + Ov_i) with the DEALER's [[2^k r']] from its seeds.
+def open_authenticated(value, mac, max_weight, *, spec, with_view) -> Opened:
+  """Phase OPEN (privateyes): every server broadcasts its value share of y = Σ_c x_c.
 
-  The opening mask is generated in registers (one PRG block per element and
-  server; ``opening_masks`` is the same mask materialised): y' = Σ_i V_i + 2^k r',
-  and the MAC shares of y' are M_i + Om_i with Om_S-1 = α 2^k r' − Σ_{i<S-1} Om_i.
+  No opening mask [[2^k r']] is added: every [[x_c]] is [[r_c]] + ε_c with r_c
+  uniform over all k+s bits and known to nobody, so the top s bits of y are
+  already uniform (docs/MPC.md §3, step 7). The MAC shares of y are kept for CHECK.
   """
-  num_servers, num_elements = value.shape
-  bits = spec.ring_bits
-  counter = prg_lib.element_counter(num_elements)
-  lanes = prg_lib.words64(opening_seeds[:, None, :], counter, 2, prg)  # [S, E] each.
-  top = ring.mask_bits((lanes[0][num_servers - 1] >> jnp.uint64(spec.k))
-                       << jnp.uint64(spec.k), bits)
-  opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64) + top, bits)
-  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
-  mask_macs = [ring.mask_bits(lanes[1][i], bits) for i in range(num_servers - 1)]
-  mask_macs.append(alpha * top - _sum(mask_macs, 64))
-  macs = jnp.stack([ring.mask_bits(mac[i] + mask_macs[i], bits)
-                    for i in range(num_servers)])
-  shares = None
-  if with_view:
-    mask_values = [ring.mask_bits(lanes[0][i], bits) for i in range(num_servers - 1)]
-    mask_values.append(ring.mask_bits(top - _sum(mask_values, 64), bits))
-    shares = ring.mask_bits(value + jnp.stack(mask_values), bits)
-  return _opened_result(opened, shares, macs, max_weight, spec)
+  opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64), spec.ring_bits)
+  return _opened_result(opened, value if with_view else None, mac, max_weight, spec)
 
 
 def open_plain(value, max_weight, *, spec, with_view) -> Opened:
@@ -593,23 +554,21 @@ class TargetRows(NamedTuple):
   seeds: jax.Array  # uint64 [C, S or S-1, 2].
 
 
-@functools.partial(jax.jit, static_argnames=('mode', 'spec', 'num_servers', 'prg',
-                                             'with_view'))
-def local_sums_and_open(acc, mac_key_words, opening_seeds, max_weight, *, mode, spec,
-                        num_servers, prg, with_view) -> Opened:
+@functools.partial(jax.jit, static_argnames=('mode', 'spec', 'num_servers', 'with_view'))
+def local_sums_and_open(acc, mac_key_words, max_weight, *, mode, spec, num_servers,
+                        with_view) -> Opened:
   """Phases LOCAL SUMS → OPEN of an honest round, one program."""
   privateyes = mode == 'privateyes'
   mac_key_shares = ring.from_words(mac_key_words) if privateyes else None
   value, mac = sum_shares(acc, mac_key_shares, mode, spec, num_servers)
   if not privateyes:
     return open_plain(value, max_weight, spec=spec, with_view=with_view)
-  return open_masked(value, mac, opening_seeds, mac_key_shares, max_weight, spec=spec,
-                     prg=prg, with_view=with_view)
+  return open_authenticated(value, mac, max_weight, spec=spec, with_view=with_view)
 
 
 @functools.partial(jax.jit, static_argnames=('mode', 'spec', 'num_servers', 'prg',
                                              'with_view'))
-def deviating_sums_and_open(acc, mac_key_words, opening_seeds, max_weight, params,
+def deviating_sums_and_open(acc, mac_key_words, max_weight, params,
                             target: TargetRows, previous_value_words, previous_mac_words,
                             has_previous, *, mode, spec, num_servers, prg, with_view):
   """`local_sums_and_open` with one malicious server's deviation (adversary.py).
@@ -638,8 +597,8 @@ def deviating_sums_and_open(acc, mac_key_words, opening_seeds, max_weight, param
   replay = (own(t_value), own(t_mac if t_mac is not None else t_value))
   if not privateyes:
     return open_plain(value, max_weight, spec=spec, with_view=with_view), replay
-  return open_masked(value, mac, opening_seeds, mac_key_shares, max_weight, spec=spec,
-                     prg=prg, with_view=with_view), replay
+  return open_authenticated(value, mac, max_weight, spec=spec,
+                            with_view=with_view), replay
 
 
 def host_range_check(stats: RangeStats, row_fn, spec: ring.RingSpec, num_terms: int,

@@ -16,14 +16,14 @@ SPEC = ring.RingSpec()
 
 def test_randomized_suite_detects_every_attack_and_never_aborts_honest_runs():
   # Same shapes as the other tests in tests/mpc, so compilations are shared.
-  report = security_suite.run_suite(num_trials=56, seed=7, num_servers_max=3,
+  report = security_suite.run_suite(num_trials=60, seed=7, num_servers_max=3,
                                     num_clients=3, num_params=4,
-                                    honest_fraction=0.15)
+                                    honest_fraction=0.1)
   assert report.ok, '\n'.join(report.failures)
   for scenario in security_suite.ACTIVE:
-    assert report.trials[scenario] >= 3, scenario
+    assert report.trials[scenario] >= 2, scenario
     assert report.detected[scenario] == report.trials[scenario], scenario
-  assert report.trials['none'] >= 5
+  assert report.trials['none'] >= 3
 
 
 def _semi_honest(adversary, num_params=4):

@@ -218,7 +218,7 @@ def test_round_costs_formulas():
                                    + 2 * (32 + 16 + 16) + 2 * (32 + 8 + 16))
   assert mal.interaction_rounds == 6
   offline = costs.estimate_offline_phase(costs.num_preprocessed_masks(10, 1001))
-  assert offline['offline_masks'] == 11 * 1001
-  assert offline['offline_estimate_s'] == pytest.approx(11 * 1001 / 3000.0)
+  assert offline['offline_masks'] == 10 * 1001
+  assert offline['offline_estimate_s'] == pytest.approx(10 * 1001 / 3000.0)
   generic = costs.estimate_generic_mpc_training(1e6, 1000, 2)
   assert generic['generic_mpc_triples'] == 6e9

@@ -213,7 +213,7 @@ def test_chunk_program_writes_no_per_client_arrays():
   weights = jnp.ones((8,), jnp.float32)
   temps = []
   with jax.enable_x64(True):
-    seeds, _ = aggregator_lib.round_seeds(jax.random.key(0), 0, 8, 3, 'privateyes')
+    seeds = aggregator_lib.round_seeds(jax.random.key(0), 0, 8, 3, 'privateyes')
     acc, stats = fused.init_accumulators('privateyes', SPEC, 3, num_params + 1, 8)
     for chunk in (2, 8):
       compiled = fused.accumulate.lower(
@@ -250,12 +250,12 @@ def test_seed_compressed_costs_are_reported():
   elements = NUM_PARAMS + 1
   assert result.stats['mpc/client_upload_bytes'] == elements * 4 + 2 * costs.SEED_BYTES
   assert result.stats['mpc/client_upload_bytes_uncompressed'] == 3 * elements * 4
-  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 11 * (2 * 16 + 2 * 1001 * 8)
+  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 10 * (2 * 16 + 2 * 1001 * 8)
 
 
 @pytest.mark.parametrize('kind', ['none', 'add_error'])
-def test_streamed_opening_and_check_equal_the_materialised_ones(kind):
-  """Training (no view) never writes [[2^k r']] out; same y', MAC shares and z bit for bit."""
+def test_opening_and_check_with_and_without_a_view_agree(kind):
+  """Training (no view) skips the opened shares; same y, MAC shares and z bit for bit."""
   agg = aggregator_lib.SecureAggregator(
       spec=SPEC, num_servers=3, max_weight=MAX_WEIGHT,
       adversary=adversary_lib.AdversarySpec(kind=kind, server=1, magnitude=99))
@@ -263,8 +263,7 @@ def test_streamed_opening_and_check_equal_the_materialised_ones(kind):
   updates = jax.random.normal(jax.random.key(5), (3, 4)) * 0.2
   weights = jnp.array([16.0, 4.0, 9.0])
   with jax.enable_x64(True):
-    seeds, opening_seeds = aggregator_lib.round_seeds(
-        jax.random.key(2), state.attempt, 3, 3, 'privateyes')
+    seeds = aggregator_lib.round_seeds(jax.random.key(2), state.attempt, 3, 3, 'privateyes')
     _, stats = fused.init_accumulators('privateyes', SPEC, 3, 5, 3)
     acc, _, _ = fused.accumulate(None, stats, updates, jnp.int32(0), weights, seeds,
                                  jnp.float32(MAX_WEIGHT), jnp.int32(0),
@@ -272,26 +271,23 @@ def test_streamed_opening_and_check_equal_the_materialised_ones(kind):
                                  prg=agg.prg, chunk=3, num_clients=3)
     previous = jnp.zeros((5, 2), jnp.uint32)
     target = fused.TargetRows(updates, jnp.int32(0), weights, seeds)
-    static = dict(mode='privateyes', spec=SPEC, num_servers=3, prg=agg.prg)
+    static = dict(mode='privateyes', spec=SPEC, num_servers=3)
     if kind == 'none':
-      outs = [fused.local_sums_and_open(acc, state.mac_key_shares, opening_seeds,
-                                        jnp.float32(MAX_WEIGHT), with_view=view, **static)
+      outs = [fused.local_sums_and_open(acc, state.mac_key_shares, jnp.float32(MAX_WEIGHT),
+                                        with_view=view, **static)
               for view in (False, True)]
     else:
       outs = [fused.deviating_sums_and_open(
-          acc, state.mac_key_shares, opening_seeds, jnp.float32(MAX_WEIGHT),
-          agg.adversary.params(), target, previous, previous, state.has_previous,
-          with_view=view, **static)[0] for view in (False, True)]
-    # The materialised opening mask gives the same y' and MAC shares.
-    masks = fused.opening_masks(opening_seeds, ring.from_words(state.mac_key_shares), 5,
-                                SPEC, agg.prg)
+          acc, state.mac_key_shares, jnp.float32(MAX_WEIGHT), agg.adversary.params(),
+          target, previous, previous, state.has_previous, with_view=view, prg=agg.prg,
+          **static)[0] for view in (False, True)]
     np.testing.assert_array_equal(
         outs[0].opened, ring.mask_bits(jnp.sum(outs[1].opened_shares, axis=0,
                                                dtype=jnp.uint64), SPEC.ring_bits))
     joint = jnp.asarray([3, 4], jnp.uint64)
     z = [fused.check_values(o.mac_shares, o.opened, state.mac_key_shares, joint,
                             spec=SPEC, with_view=False)[0] for o in outs]
-  assert masks.value.shape == (3, 5)
+  assert outs[0].opened_shares is None
   for name in ('opened', 'mac_shares', 'mean', 'total_weight', 'weight_sum'):
     np.testing.assert_array_equal(getattr(outs[0], name), getattr(outs[1], name),
                                   err_msg=name)
@@ -310,8 +306,8 @@ def test_dealer_and_online_phases_equal_the_one_pass_sums():
   # (rows 8-10 are computed by chunks 2 and 3; 9 is added by chunk 3 only).
   weights = jnp.array([16.0, 0.0, 4.0, 9.0, 1.0, 2.0, 3.0, 5.0, 0.0, 0.0, 7.0])
   with jax.enable_x64(True):
-    seeds, _ = aggregator_lib.round_seeds(jax.random.key(4), 0, num_clients, 3,
-                                          'privateyes')
+    seeds = aggregator_lib.round_seeds(jax.random.key(4), 0, num_clients, 3,
+                                       'privateyes')
     static = dict(mode='privateyes', spec=SPEC, num_servers=3, prg='threefry2x64',
                   chunk=chunk, num_clients=num_clients)
 

@@ -124,7 +124,7 @@ def test_an_abort_retires_the_mac_key_and_the_dealer_material():
   assert not result.ok and int(retired.attempt) == 1
   with jax.enable_x64(True):
     old, new = (np.asarray(ring.from_words(s.mac_key_shares)) for s in (state, retired))
-    seeds = [np.asarray(aggregator_lib.round_seeds(key, s.attempt, 3, 3, 'privateyes')[0])
+    seeds = [np.asarray(aggregator_lib.round_seeds(key, s.attempt, 3, 3, 'privateyes'))
              for s in (state, retired)]
   assert np.all(old != new)  # Every server's α_i is new.
   assert np.all(seeds[0] != seeds[1])
@@ -226,7 +226,8 @@ def test_fused_path_opens_the_exact_fixed_point_sum(num_servers):
   weights = rng.integers(1, 17, num_clients).astype(np.float32)
   weights[[1, 4]] = 0.0  # Dropouts.
   agg = aggregator_lib.SecureAggregator(spec=SPEC, num_servers=num_servers,
-                                        max_weight=MAX_WEIGHT, coalition=(0, 2),
+                                        max_weight=MAX_WEIGHT,
+                                        coalition=(0, 2) if num_servers > 2 else (0,),
                                         record_view=True, client_chunk=3)
   _, result = agg.apply(agg.init(jax.random.key(1)), updates, jnp.asarray(weights),
                         jax.random.key(2), 0)
