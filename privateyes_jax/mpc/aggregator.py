@@ -7,17 +7,25 @@ Two modes (``mode``):
 * ``privateyes_semi_honest``: plain additive sharing over Z_2^k, no MACs — what
   the paper's setting costs without active security.
 
-One round, all parties simulated in one process:
+One round (an *attempt* at it), all parties simulated in one process, as phases:
 
+0. MODEL BROADCAST (``distribute_model``, before training): every client compares
+   the model digests of all servers (``consistency``).
 1. DEALER (simulated offline phase): authenticated input masks [[r_c]] for every
    client element, each server's shares the expansion of a per-(client, server)
-   seed.
-2. Clients: scale, range-check, encode, then privateyes: receive r_c mod 2^k,
-   broadcast ε_c = x_c - r_c with a round tag; semi-honest: send one additive
-   share to each server (S-1 of them as PRG seeds) with a round tag.
-3. Servers: validate tags and shapes, [[x_c]] = [[r_c]] + ε_c, add locally over
-   clients, open the masked sum, run the batched MAC check with
-   commit-then-reveal of every check value; abort on any failure.
+   seed of this attempt; the MAC key of this attempt (``state``).
+2. INPUT: clients scale, range-check, encode, then privateyes: receive r_c mod 2^k,
+   broadcast ε_c = x_c - r_c tagged (round, attempt); semi-honest: send one
+   additive share to each server (S-1 of them as PRG seeds). Fewer than
+   ``min_clients`` submitting: nothing is opened.
+3. LOCAL SUMS and OPEN: [[x_c]] = [[r_c]] + ε_c, added locally over clients; every
+   server broadcasts its share of the sum.
+4. COIN (after the opening): a commit-then-reveal coin toss of every server's own
+   randomness (``coin``) gives the check coefficients χ.
+5. CHECK: the batched MAC check with commit-then-reveal of every check value.
+6. OUTPUT: the opened total weight must be in (0, n_submitted]; the mean.
+Any failure after the opening aborts the round and retires the attempt
+(``retire_attempt``: a new MAC key and new dealer material next time).
 
 ``apply`` runs steps 1-3 chunk by chunk of ``client_chunk`` clients, one fused
 XLA program per chunk from float updates to the servers' share sums

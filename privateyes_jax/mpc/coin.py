@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -95,6 +95,3 @@ def check_nonces(rng: np.random.Generator | None, num_servers: int) -> np.ndarra
   """Each server's 128-bit nonce for committing to its check value z_i."""
   return server_words(rng, (num_servers, 2))
 
-
-def describe(commitments: Sequence[bytes]) -> str:
-  return ', '.join(c.hex()[:8] for c in commitments)

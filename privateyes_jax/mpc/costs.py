@@ -93,7 +93,7 @@ def privateyes_costs(spec: ring.RingSpec, num_servers: int, num_submitted: int,
   ε = x − r mod 2^k to every server (S·E·⌈k/8⌉).
   Server i sends: its mask shares to every submitting client (C·E·⌈k/8⌉); a
   digest of the ε it received, so servers agree on the broadcast ((S-1)·32);
-  its share of the masked sum, k+s bits ((S-1)·E·⌈(k+s)/8⌉); the coin toss for
+  its share of the opened sum, k+s bits ((S-1)·E·⌈(k+s)/8⌉); the coin toss for
   χ (commit (S-1)·32, reveal (S-1)·(16+16)); its check value (commit (S-1)·32,
   reveal (S-1)·(⌈(k+s)/8⌉+16)).
   Rounds: masks → client, ε → servers, open (+ ε digest + coin commit),

@@ -322,3 +322,19 @@ def test_without_the_check_a_crafted_model_isolates_one_client():
   assert np.abs(updates[target]).max() > 1e-3
   checked = agg.distribute_model(model, num_clients, craft=trap)
   assert not checked.ok and checked.refusing == [c for c in range(num_clients) if c != target]
+
+
+def test_the_engine_resumes_an_aborted_round_at_a_new_attempt(tmp_path):
+  """The engine records the retired attempt next to the checkpoints and applies it to
+  the restored state: a resumed run never repeats an aborted attempt's α or masks."""
+  updates, weights = _inputs()
+  cheat = _make(adversary=adversary_lib.AdversarySpec('add_error', server=1))
+  checkpoint = cheat.init(jax.random.key(1))
+  retired, result = cheat.apply(checkpoint, updates, weights, jax.random.key(2), 0)
+  assert not result.ok
+  workdir = types.SimpleNamespace(path=str(tmp_path))
+  engine._record_retired_attempts(workdir, retired)  # pylint: disable=protected-access
+  resumed = engine._resume_retired_attempts(workdir, _make(), checkpoint)  # pylint: disable=protected-access
+  jax.tree.map(np.testing.assert_array_equal, resumed, retired)
+  fresh = types.SimpleNamespace(path=str(tmp_path / 'none'))
+  assert engine._resume_retired_attempts(fresh, _make(), checkpoint) is checkpoint  # pylint: disable=protected-access
