@@ -57,12 +57,12 @@ def main(argv):
   ok = True
   start = time.perf_counter()
   print(f'{"s":>3} {"attack":<20}{"trials":>7}{"escapes":>8}{"rate":>9}{"ideal":>9}'
-        f'{"(s+1)2^-s":>10}{"binom p":>9}')
+        f'{"(s+1)2^-s":>10}{"binom p":>11}')
   for s, scenario, trials, escapes, ideal, p in escape_rates(
       [int(t) for t in _SMALL_S_TRIALS.value], _SEED.value):
     ok &= p >= REJECT_P
     print(f'{s:>3} {scenario:<20}{trials:>7}{escapes:>8}{escapes / trials:>9.4f}'
-          f'{ideal:>9.4f}{(s + 1) / 2**s:>10.4f}{p:>9.3g}'
+          f'{ideal:>9.4f}{(s + 1) / 2**s:>10.4f}{p:>11.3g}'
           f'{"  REJECTED" if p < REJECT_P else ""}')
   print(f'escape rates in {time.perf_counter() - start:.1f} s\n')
 

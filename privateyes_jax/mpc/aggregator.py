@@ -575,8 +575,13 @@ class SecureAggregator:
     Returns:
       (MacCheckResult, public record of the phases for the view).
     """
-    rushing = adversary_lib.rushing_coin(self.adversary, self.adversary.guess)
-    coins = coin_lib.toss(self.num_servers, self.server_rng, rushing)
+    # Deviations at named points of these phases (None / identity when honest).
+    cheat = self.adversary if self.adversary.deviates_in_aggregation else None
+    reveal_coin = cheat and adversary_lib.rushing_coin(cheat, cheat.guess)
+    check_value_at = ((lambda z, stage: adversary_lib.corrupt_check_value(
+        cheat, z, self.spec, stage)) if cheat else (lambda z, stage: z))
+
+    coins = coin_lib.toss(self.num_servers, self.server_rng, reveal_coin)
     public = {'coin_contributions': coins.contributions, 'check_values': None,
               'check_coefficients': None}
     if not coins.ok:
@@ -584,13 +589,10 @@ class SecureAggregator:
     z, chi = fused.check_values(out.mac_shares, out.opened, state.mac_key_shares,
                                 jnp.asarray(coins.joint), spec=self.spec,
                                 with_view=with_view)
-    z_host = np.asarray(jax.device_get(z), np.uint64)
     nonces = coin_lib.check_nonces(self.server_rng, self.num_servers)
-    committed = adversary_lib.corrupt_check_value(self.adversary, z_host,
-                                                  self.spec, 'commit')
+    committed = check_value_at(np.asarray(jax.device_get(z), np.uint64), 'commit')
     commitments = spdz2k.commit_check_values(committed, nonces)
-    revealed = adversary_lib.corrupt_check_value(self.adversary, committed,
-                                                 self.spec, 'reveal')
+    revealed = check_value_at(committed, 'reveal')
     public.update(check_values=revealed, check_coefficients=chi)
     return spdz2k.verify_check_values(commitments, revealed, nonces, self.spec), public
 
