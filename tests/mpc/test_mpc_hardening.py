@@ -1,7 +1,6 @@
 """Issue #13: fresh coins and keys per attempt, bound inputs, exact views; each test names
 the mutant it kills (docs/MPC.md §9, "Security tests and the mutants they kill")."""
 
-import dataclasses
 import functools
 import itertools
 import os
