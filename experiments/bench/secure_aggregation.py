@@ -52,7 +52,7 @@ def _chunk_program_memory(agg, updates, weights):
   num_clients, num_params = updates.shape
   chunk = agg.chunk_size(num_clients, num_params)
   with jax.enable_x64(True):
-    seeds, _, _ = mpc_aggregator.round_seeds(jax.random.key(0), num_clients,
+    seeds = mpc_aggregator.round_seeds(jax.random.key(0), 0, num_clients,
                                           agg.num_servers, agg.mode)
     acc, stats = fused.init_accumulators(agg.mode, agg.spec, agg.num_servers,
                                          num_params + 1, num_clients)

@@ -98,14 +98,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.aggregator.coalition = (0, 1)  # Passive coalition (<= S-1 servers) whose view is recorded.
   c.aggregator.client_chunk = 0  # Clients per fused MPC program; 0: largest within ~1 GiB.
   c.aggregator.prg = 'threefry2x64'  # Share generator (mpc/prg.py).
+  c.aggregator.min_clients = 3  # Fewer submitting clients: the round opens nothing (docs/MPC.md §5a).
   c.aggregator.adversary = ml_collections.ConfigDict()
   c.aggregator.adversary.kind = 'none'  # none | add_error | flip_bits | corrupt_mac |
-  #   corrupt_check_value | drop_client | replay_client (one malicious server).
+  #   corrupt_check_value | drop_client | replay_client | high_error | cancel_chi |
+  #   guess_mac | rush_coin | inconsistent_model (one malicious server; docs/MPC.md §6).
   c.aggregator.adversary.server = 0
   c.aggregator.adversary.client = 0
   c.aggregator.adversary.magnitude = 1
   c.aggregator.adversary.element = -1
   c.aggregator.adversary.before_commit = False
+  c.aggregator.adversary.guess = ()  # cancel_chi: (χ_0, χ_1); guess_mac: (α,); rush_coin: a seed.
   c.record_views = ''  # '' | 'last' | 'all': save what the observing party sees (attack input).
 
   if arg == 'tiny':

@@ -17,6 +17,7 @@ is averaged over the clients' models.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -61,7 +62,8 @@ def build_aggregator(config, num_clients: int, num_params: int):
     mpc_config = {'k': agg.k, 'f': agg.f, 's': agg.s, 'num_servers': agg.num_servers,
                   'mode': agg.name, 'coalition': tuple(agg.coalition), 'record_view': record,
                   'adversary': dict(agg.adversary), 'client_chunk': agg.get('client_chunk', 0),
-                  'prg': agg.get('prg', 'threefry2x64')}
+                  'prg': agg.get('prg', 'threefry2x64'),
+                  'min_clients': agg.get('min_clients', 3)}
     # The public bound on a client's weight (samples used per round) scales the
     # weighted inputs into [0, 1] before sharing; see mpc/aggregator.py.
     return mpc_aggregator.SecureAggregator.from_config(
@@ -144,6 +146,9 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   latest = workdir.latest_step()
   if latest is not None:
     state = workdir.restore(latest, state)
+  if not local_only:
+    state['aggregator_state'] = _resume_retired_attempts(workdir, aggregator,
+                                                         state['aggregator_state'])
   # Rows logged after the checkpoint we resume from (or before the first checkpoint
   # of a run interrupted early) are repeated by this run: drop them.
   workdir.truncate_metrics('round', latest or 0)
@@ -177,6 +182,14 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     indices, mask = client_data.round_indices(config.seed, r, client_ids, store.num_samples,
                                               fl.local_steps, config.batch_size)
     source = state['client_params'] if local_only else state['params']
+    if not local_only and hasattr(aggregator, 'distribute_model'):
+      # Every client compares the model digests of all servers (docs/MPC.md §6a).
+      broadcast = aggregator.distribute_model(np.asarray(ravel_pytree(source)[0]),
+                                              len(client_ids))
+      if not broadcast.ok:
+        raise RoundAborted(f'Round {r + 1} aborted before training: '
+                           f'{broadcast.failure.rstrip(".")}. The global model and the '
+                           'saved checkpoints are unchanged.')
     local = executor.run(source, store, client_ids, indices, mask,
                          per_client_params=local_only)
     finite = np.asarray(jnp.all(jnp.isfinite(local.updates), axis=1))
@@ -195,6 +208,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       agg_state, result = aggregator.apply(state['aggregator_state'], local.updates,
                                            local.weights, agg_key, r, record_view=record)
       if not result.ok:
+        _record_retired_attempts(workdir, agg_state)
         raise RoundAborted(
             f'Round {r + 1} aborted by the secure aggregation: {result.failure.rstrip(".")}. '
             'The global model and the saved checkpoints are unchanged.')
@@ -294,6 +308,30 @@ def mpc_summary(rows: list[dict], multiplies_per_sample: float | None,
   return out
 
 
+# An aborted MPC attempt must never be repeated (docs/MPC.md §4a): the aggregator
+# advances its attempt counter on abort, and since the checkpoint of the last good
+# round cannot be rewritten, the counter is kept next to it and applied on resume.
+RETIRED_ATTEMPTS_FILE = 'mpc_retired_attempts.json'
+
+
+def _record_retired_attempts(workdir: Workdir, agg_state) -> None:
+  attempt = getattr(agg_state, 'attempt', None)
+  if attempt is not None and workdir_lib.is_primary():
+    workdir_lib.write_json(os.path.join(workdir.path, RETIRED_ATTEMPTS_FILE),
+                           {'attempt': int(np.asarray(attempt))})
+
+
+def _resume_retired_attempts(workdir: Workdir, aggregator, agg_state):
+  path = os.path.join(workdir.path, RETIRED_ATTEMPTS_FILE)
+  if not (hasattr(aggregator, 'retire_attempt') and os.path.exists(path)):
+    return agg_state
+  with open(path) as f:
+    retired = int(json.load(f)['attempt'])
+  while int(np.asarray(agg_state.attempt)) < retired:
+    agg_state = aggregator.retire_attempt(agg_state)
+  return agg_state
+
+
 def _should_record(config, r: int, rounds: int) -> bool:
   which = config.get('record_views', '')
   return which == 'all' or (which == 'last' and r == rounds - 1)
@@ -305,8 +343,11 @@ def _record_view(workdir: Workdir, r: int, config, names, client_ids, params_bef
 
   ``views/round_NNNNN.npz`` holds the round's starting global model and output model
   (flattened), the sampled clients and the aggregator's view arrays (plain FL: every
-  individual update; PrivatEyes: the coalition's shares and opened values).
+  individual update; PrivatEyes: the coalition's shares and opened values). Never
+  the clients' private weights w_c (docs/MPC.md §6: a view holds what the observer
+  receives); ``weights`` is accepted only for the call's signature.
   """
+  del weights  # Private: w_c says how much data a person has.
   directory = os.path.join(workdir.path, workdir_lib.VIEWS_DIR)
   os.makedirs(directory, exist_ok=True)
   arrays = {f'view/{k}': np.asarray(v) for k, v in _compact_view(view).items()}
@@ -315,7 +356,7 @@ def _record_view(workdir: Workdir, r: int, config, names, client_ids, params_bef
   np.savez(tmp, global_params=np.asarray(ravel_pytree(params_before)[0]),
            output_model=np.asarray(ravel_pytree(params_after)[0]),
            client_names=np.array([names[c] for c in client_ids]),
-           weights=np.asarray(weights), round=np.int64(r + 1),
+           round=np.int64(r + 1),
            aggregator=np.array(config.aggregator.name),
            config_fingerprint=np.array(config_fingerprint(config)), **arrays)
   os.replace(tmp, path)

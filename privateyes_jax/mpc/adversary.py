@@ -17,8 +17,24 @@ corrupt_check_value  changes its check value z_i by ``magnitude`` after
                      committing (caught by the commitment) or, with
                      ``before_commit``, before committing (caught by Σ z_i ≠ 0).
 drop_client          leaves ``client``'s input out of its share of the sum.
-replay_client        uses ``client``'s shares from the previous round (value and
-                     MAC) instead of this round's; honest in the first round.
+replay_client        uses ``client``'s shares from the previous round or attempt
+                     (value and MAC) instead of this one's; honest the first time.
+high_error           adds ``magnitude``·2^k to its value share of the sum: the
+                     output (low k bits) is unchanged, only the check sees it.
+cancel_chi           adds δ_0 = g_1·magnitude to element 0 and δ_1 = −g_0·magnitude
+                     to element 1, with ``guess`` = (g_0, g_1) a guess of χ_0, χ_1
+                     (e.g. the χ of an earlier, aborted attempt): passes exactly
+                     when the guess is χ, so only a fresh, unknown χ catches it.
+guess_mac            adds ``magnitude`` to its value share of ``element`` and
+                     ``guess[0]``·magnitude to its MAC share: passes if the guess
+                     is α (mod the relevant bits).
+rush_coin            the cancel_chi error for the χ of a joint seed it picks
+                     (``guess`` = its two words), then, rushing, reveals its coin
+                     contribution after the others' so that the joint seed is
+                     that one: caught by the coin's commitment.
+inconsistent_model   sends a crafted global model to ``client`` (Pasquini et al.,
+                     CCS 2022; ``consistency.py``): caught when the clients
+                     compare the model digests of all servers.
 ==================== ==========================================================
 
 A *passive* coalition of up to S-1 servers follows the protocol but pools
@@ -45,10 +61,13 @@ import numpy as np
 from privateyes_jax.mpc import ring
 
 KINDS = ('none', 'add_error', 'flip_bits', 'corrupt_mac', 'corrupt_check_value',
-         'drop_client', 'replay_client')
-MAC_ONLY_KINDS = ('corrupt_mac', 'corrupt_check_value')  # Need the MAC check.
-CLIENT_KINDS = ('drop_client', 'replay_client')
+         'drop_client', 'replay_client', 'high_error', 'cancel_chi', 'guess_mac',
+         'rush_coin', 'inconsistent_model')
+MAC_ONLY_KINDS = ('corrupt_mac', 'corrupt_check_value', 'high_error', 'cancel_chi',
+                  'guess_mac', 'rush_coin')  # Need the MAC check.
+CLIENT_KINDS = ('drop_client', 'replay_client', 'inconsistent_model')
 SUM_KINDS = ('add_error', 'flip_bits', 'corrupt_mac')
+GUESS_LENGTH = {'cancel_chi': 2, 'guess_mac': 1, 'rush_coin': 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +88,25 @@ class AdversarySpec:
   magnitude: int = 1
   element: int = -1
   before_commit: bool = False
+  guess: tuple[int, ...] = ()
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f'AdversarySpec.kind={self.kind!r} is not one of {KINDS}.')
+    object.__setattr__(self, 'guess', tuple(int(g) % 2**64 for g in self.guess))
+    wanted = GUESS_LENGTH.get(self.kind, 0)
+    if wanted and len(self.guess) != wanted:
+      raise ValueError(f'AdversarySpec.kind={self.kind!r} needs guess of length '
+                       f'{wanted}, got {self.guess}.')
 
   @property
   def active(self) -> bool:
     return self.kind != 'none'
+
+  @property
+  def deviates_in_aggregation(self) -> bool:
+    """The deviation acts on shares, the opening or the check (not the broadcast)."""
+    return self.active and self.kind != 'inconsistent_model'
 
   @property
   def needs_previous_shares(self) -> bool:
@@ -104,18 +134,27 @@ class AdversarySpec:
       if (self.kind == 'corrupt_check_value'
           and self.magnitude % (1 << spec.ring_bits) == 0):
         raise ValueError('corrupt_check_value needs magnitude != 0 mod 2^(k+s).')
+    if self.kind in ('high_error', 'cancel_chi', 'guess_mac', 'rush_coin') and (
+        self.magnitude % (1 << spec.ring_bits) == 0):
+      raise ValueError(f'AdversarySpec.magnitude={self.magnitude} must be nonzero '
+                       'mod 2^(k+s).')
     if self.element < -1:
       raise ValueError(f'AdversarySpec.element={self.element} must be >= -1.')
 
-  def params(self) -> 'AdversaryParams':
-    """Kind and numbers as traced arrays: one compilation serves every kind."""
+  def params(self, guess: tuple[int, ...] | None = None) -> 'AdversaryParams':
+    """Kind and numbers as traced arrays: one compilation serves every kind.
+
+    ``guess`` replaces ``self.guess`` (rush_coin: the χ of the joint seed it aims at).
+    """
     ring.require_x64('AdversarySpec.params')
+    guess = tuple(self.guess if guess is None else guess) + (0, 0)
     return AdversaryParams(
         kind=jnp.asarray(KINDS.index(self.kind), jnp.int32),
         server=jnp.asarray(self.server, jnp.int32),
         client=jnp.asarray(self.client, jnp.int32),
         magnitude=jnp.asarray(self.magnitude % 2**64, jnp.uint64),
-        element=jnp.asarray(self.element, jnp.int32))
+        element=jnp.asarray(self.element, jnp.int32),
+        guess=jnp.asarray([g % 2**64 for g in guess[:2]], jnp.uint64))
 
 
 class AdversaryParams(NamedTuple):
@@ -124,6 +163,7 @@ class AdversaryParams(NamedTuple):
   client: jax.Array  # shape=(), dtype=int32.
   magnitude: jax.Array  # shape=(), dtype=uint64.
   element: jax.Array  # shape=(), dtype=int32; -1 = every element.
+  guess: jax.Array  # shape=[2], dtype=uint64; guessed χ_0, χ_1 or α (see KINDS).
 
 
 def _is(params: AdversaryParams, kind: str) -> jax.Array:
@@ -220,30 +260,61 @@ def corrupt_client_sums(params: AdversaryParams, value_sum: jax.Array,
 
 
 def corrupt_sum_shares(params: AdversaryParams, value_sum: jax.Array,
-                       mac_sum: jax.Array | None, bits: int):
-  """``add_error`` / ``flip_bits`` / ``corrupt_mac`` on the shares of the sum.
+                       mac_sum: jax.Array | None, bits: int, k: int):
+  """Deviations on the malicious server's shares of the sum, before it is opened.
+
+  ``add_error`` / ``flip_bits`` / ``corrupt_mac`` / ``high_error`` / ``guess_mac``
+  at ``element`` (-1: all), ``cancel_chi`` / ``rush_coin`` at elements 0 and 1.
 
   Args:
     params: traced parameters.
     value_sum: uint64 ``[servers, elements]`` value shares of the sum.
     mac_sum: same shape MAC shares, or None (semi-honest).
     bits: ring bits of the shares.
+    k: bits of a value (``high_error`` adds multiples of 2^k).
 
   Returns:
     (value_sum, mac_sum) after the malicious server's deviation.
   """
   num_servers, num_elements = value_sum.shape
-  elements = (params.element < 0) | (jnp.arange(num_elements) == params.element)
-  target = _server_rows(num_servers, params.server) & elements[None, :]
-  error = ring.mask_bits(params.magnitude, bits)
-  value_sum = jnp.where(target & _is(params, 'add_error'),
-                        ring.mask_bits(value_sum + error, bits), value_sum)
-  value_sum = jnp.where(target & _is(params, 'flip_bits'), value_sum ^ error,
-                        value_sum)
+  index = jnp.arange(num_elements)
+  elements = (params.element < 0) | (index == params.element)
+  row = _server_rows(num_servers, params.server)
+  target = row & elements[None, :]
+  m = params.magnitude
+  error = ring.mask_bits(m, bits)
+  add = lambda a, d, where: jnp.where(where, ring.mask_bits(a + d, bits), a)
+  value_sum = add(value_sum, error, target & (_is(params, 'add_error')
+                                              | _is(params, 'guess_mac')))
+  value_sum = jnp.where(target & _is(params, 'flip_bits'), value_sum ^ error, value_sum)
+  value_sum = add(value_sum, ring.mask_bits(m << jnp.uint64(k), bits),
+                  target & _is(params, 'high_error'))
+  # δ_0 = g_1·m, δ_1 = −g_0·m: Σ_j χ_j α δ_j = α m (χ_0 g_1 − χ_1 g_0) = 0 if g = χ.
+  cancel = jnp.where(index == 0, params.guess[1] * m,
+                     jnp.where(index == 1, jnp.uint64(0) - params.guess[0] * m,
+                               jnp.uint64(0)))
+  value_sum = add(value_sum, cancel[None, :],
+                  row & (_is(params, 'cancel_chi') | _is(params, 'rush_coin')))
   if mac_sum is not None:
-    mac_sum = jnp.where(target & _is(params, 'corrupt_mac'),
-                        ring.mask_bits(mac_sum + error, bits), mac_sum)
+    mac_sum = add(mac_sum, error, target & _is(params, 'corrupt_mac'))
+    mac_sum = add(mac_sum, params.guess[0] * m, target & _is(params, 'guess_mac'))
   return value_sum, mac_sum
+
+
+def rushing_coin(adversary: AdversarySpec, aimed_joint: np.ndarray):
+  """Phase COIN deviation of ``rush_coin``: reveal last, so the XOR is ``aimed_joint``.
+
+  Returns the reveal function for ``coin.toss`` (None for every other kind).
+  """
+  if adversary.kind != 'rush_coin':
+    return None
+  from privateyes_jax.mpc import coin  # pylint: disable=g-import-not-at-top
+
+  def reveal(contributions):
+    contributions[adversary.server] = (np.asarray(aimed_joint, np.uint64)
+                                       ^ coin.xor_except(contributions, adversary.server))
+    return contributions
+  return reveal
 
 
 def corrupt_check_value(adversary: AdversarySpec, z: np.ndarray,

@@ -7,17 +7,25 @@ Two modes (``mode``):
 * ``privateyes_semi_honest``: plain additive sharing over Z_2^k, no MACs — what
   the paper's setting costs without active security.
 
-One round, all parties simulated in one process:
+One round (an *attempt* at it), all parties simulated in one process, as phases:
 
+0. MODEL BROADCAST (``distribute_model``, before training): every client compares
+   the model digests of all servers (``consistency``).
 1. DEALER (simulated offline phase): authenticated input masks [[r_c]] for every
    client element, each server's shares the expansion of a per-(client, server)
-   seed, and opening masks [[2^k r']].
-2. Clients: scale, range-check, encode, then privateyes: receive r_c mod 2^k,
-   broadcast ε_c = x_c - r_c with a round tag; semi-honest: send one additive
-   share to each server (S-1 of them as PRG seeds) with a round tag.
-3. Servers: validate tags and shapes, [[x_c]] = [[r_c]] + ε_c, add locally over
-   clients, open the masked sum, run the batched MAC check with
-   commit-then-reveal of every check value; abort on any failure.
+   seed of this attempt; the MAC key of this attempt (``state``).
+2. INPUT: clients scale, range-check, encode, then privateyes: receive r_c mod 2^k,
+   broadcast ε_c = x_c - r_c tagged (round, attempt); semi-honest: send one
+   additive share to each server (S-1 of them as PRG seeds). Fewer than
+   ``min_clients`` submitting: nothing is opened.
+3. LOCAL SUMS and OPEN: [[x_c]] = [[r_c]] + ε_c, added locally over clients; every
+   server broadcasts its share of the sum.
+4. COIN (after the opening): a commit-then-reveal coin toss of every server's own
+   randomness (``coin``) gives the check coefficients χ.
+5. CHECK: the batched MAC check with commit-then-reveal of every check value.
+6. OUTPUT: the opened total weight must be in (0, n_submitted]; the mean.
+Any failure after the opening aborts the round and retires the attempt
+(``retire_attempt``: a new MAC key and new dealer material next time).
 
 ``apply`` runs steps 1-3 chunk by chunk of ``client_chunk`` clients, one fused
 XLA program per chunk from float updates to the servers' share sums
@@ -52,6 +60,8 @@ import numpy as np
 
 from privateyes_jax.federated.aggregators import AggregateResult
 from privateyes_jax.mpc import adversary as adversary_lib
+from privateyes_jax.mpc import coin as coin_lib
+from privateyes_jax.mpc import consistency
 from privateyes_jax.mpc import costs
 from privateyes_jax.mpc import fused
 from privateyes_jax.mpc import prg as prg_lib
@@ -62,6 +72,11 @@ from privateyes_jax.mpc import spdz2k
 MODES = ('privateyes', 'privateyes_semi_honest')
 
 
+# Fewest submitting clients a round opens (docs/MPC.md §5a): with 2, each of the
+# two learns the other's update from the output; 3 is the smallest cohort in
+# which no single client can subtract itself to get another's exact update.
+DEFAULT_MIN_CLIENTS = 3
+
 # Auto chunk size: per-chunk working set ≤ this many bytes (see ``chunk_size``).
 DEFAULT_CHUNK_MEMORY_BYTES = 1 << 30
 
@@ -69,7 +84,11 @@ _RANGE_WHAT = 'client input [client, element] (w_c/w_max · Δ_c, then w_c/w_max
 
 
 class SubmissionError(ValueError):
-  """A client submission for the wrong round or of the wrong shape."""
+  """A client submission for the wrong round or attempt, or of the wrong shape."""
+
+
+COHORT_TOO_SMALL = 'cohort too small'  # AggregateResult.failure prefix (nothing opened).
+OUTPUT_OUT_OF_RANGE = 'opened total weight out of range'  # Failure prefix.
 
 
 class ClientSubmission(NamedTuple):
@@ -78,12 +97,13 @@ class ClientSubmission(NamedTuple):
   payload: jax.Array  # privateyes: ε [clients, elements] uint64 in Z_2^k;
   # semi-honest: shares [servers, clients, elements] uint64 in Z_2^k.
   submitted: jax.Array  # shape=[clients], dtype=bool; public: who sent an input.
+  attempt_tag: jax.Array | None = None  # shape=[clients], int32; attempt packaged
+  # for (None: attempt 0).
 
 
 class Preprocessing(NamedTuple):
   """DEALER output for one privateyes round (simulated offline phase)."""
   input_masks: spdz2k.AuthShares  # [[r]]: [servers, clients, elements] uint64.
-  opening_masks: spdz2k.AuthShares  # [[2^k r']]: [servers, elements] uint64.
 
 
 class SecureAggregatorState(NamedTuple):
@@ -93,6 +113,10 @@ class SecureAggregatorState(NamedTuple):
   # replaying server's previous value share of its target client.
   replay_mac_share: jax.Array  # shape=[elements, 2] or [1, 2] dummy, uint32.
   has_previous: jax.Array  # shape=(), dtype=bool; a previous round exists.
+  dealer_seed: jax.Array  # shape=[2, 2], dtype=uint32; the DEALER's 128-bit seed
+  # (words of two uint64): the MAC key of every attempt derives from it.
+  attempt: jax.Array  # shape=(), dtype=uint32; attempts retired by an abort so far.
+  # Mixed into the MAC key, the dealer's masks and the tags; advanced on abort.
 
 
 # ---------------------------------------------------------------------------
@@ -117,52 +141,59 @@ def scale_individual_updates(individual_updates: jax.Array, weights: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=('num_servers', 'spec'))
-def _dealer_key_generation(key, num_servers, spec):
-  return ring.to_words(spdz2k.dealer_mac_key_shares(key, num_servers, spec))
+def _dealer_key_generation(dealer_seed_words, attempt, num_servers, spec):
+  """DEALER: the MAC key shares α_i of ``attempt`` as words ``[S, 2]``."""
+  return ring.to_words(fused.attempt_mac_key_shares(
+      ring.from_words(dealer_seed_words), attempt, num_servers, spec))
 
 
 @functools.partial(jax.jit, static_argnames=('num_clients', 'num_servers', 'mode'))
-def round_seeds(key, num_clients, num_servers, mode):
-  """Per-(client, server) seeds ``[C, S or S-1, 2]``, opening seeds ``[S, 2]``
-  and the check's randomness (``fused.check_seeds``; None semi-honest).
+def round_seeds(key, attempt, num_clients, num_servers, mode):
+  """Per-(client, server) seeds ``[C, S or S-1, 2]`` of one attempt at the round
+  (``fused.attempt_root``).
 
   privateyes: the DEALER's seeds of [[r_c]]: for servers i < S-1 the seed of their
   value and MAC shares (what a seed-compressed dealer sends server i); column
   S-1 is the dealer's own seed of r_c, never sent (server S-1 gets its shares in
   full, `costs.dealer_send_bytes`). Semi-honest: client c's seeds
   of its S-1 random shares (what the client sends instead of those shares).
-  All are Threefry sub-seeds of the round key (``prg.child_seed``).
+  All are Threefry sub-seeds of the attempt's seed (``prg.child_seed``).
   """
   num_inputs = num_servers if mode == 'privateyes' else num_servers - 1
   role = fused.DEALER if mode == 'privateyes' else fused.CLIENTS
-  return fused.round_seed_tables(prg_lib.key_seed(key), num_clients, num_inputs,
-                                 num_servers, role, mode == 'privateyes')
+  root = fused.attempt_root(prg_lib.key_seed(key), attempt)
+  return fused.round_seed_tables(root, num_clients, num_inputs, role)
 
 
 @functools.partial(jax.jit, static_argnames=('num_elements', 'spec', 'prg'))
-def _dealer_round(input_seeds, opening_seeds, mac_key_words, num_elements, spec, prg):
+def _dealer_round(input_seeds, mac_key_words, num_elements, spec, prg):
   mac_key_shares = ring.from_words(mac_key_words)
-  return Preprocessing(
-      fused.input_masks(input_seeds, mac_key_shares, num_elements, spec, prg),
-      fused.opening_masks(opening_seeds, mac_key_shares, num_elements, spec, prg))
+  return Preprocessing(fused.input_masks(input_seeds, mac_key_shares, num_elements, spec,
+                                         prg))
+
+
+def _tags(submitted, round_idx, attempt):
+  none = jnp.int32(-1)
+  return (jnp.where(submitted, round_idx, none).astype(jnp.int32),
+          jnp.where(submitted, attempt, none).astype(jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnames=('spec',))
-def _clients_privateyes(scaled, submitted, mask_value_shares, round_idx, spec):
+def _clients_privateyes(scaled, submitted, mask_value_shares, round_idx, attempt, spec):
   # Each client c only ever sees row c of r mod 2^k (sent by the servers).
   r_client = spdz2k.open_mask_to_client(mask_value_shares, spec)
   epsilon = spdz2k.client_masked_input(ring.encode(scaled, spec), r_client, spec)
   epsilon = jnp.where(submitted[:, None], epsilon, jnp.uint64(0))
-  tag = jnp.where(submitted, round_idx, -1).astype(jnp.int32)
-  return ClientSubmission(tag, epsilon, submitted)
+  round_tag, attempt_tag = _tags(submitted, round_idx, attempt)
+  return ClientSubmission(round_tag, epsilon, submitted, attempt_tag)
 
 
 @functools.partial(jax.jit, static_argnames=('spec', 'prg'))
-def _clients_semi_honest(seeds, scaled, submitted, round_idx, spec, prg):
+def _clients_semi_honest(seeds, scaled, submitted, round_idx, attempt, spec, prg):
   shares = fused.semi_honest_shares(seeds, ring.encode(scaled, spec), spec, prg)
   shares = jnp.where(submitted[None, :, None], shares, jnp.uint64(0))
-  tag = jnp.where(submitted, round_idx, -1).astype(jnp.int32)
-  return ClientSubmission(tag, shares, submitted)
+  round_tag, attempt_tag = _tags(submitted, round_idx, attempt)
+  return ClientSubmission(round_tag, shares, submitted, attempt_tag)
 
 
 def _estimate_from_shares(value, epsilon, submitted, coalition, bits):
@@ -173,13 +204,12 @@ def _estimate_from_shares(value, epsilon, submitted, coalition, bits):
   return jnp.where(submitted[:, None], ring.mask_bits(total, bits), jnp.uint64(0))
 
 
-@functools.partial(jax.jit, static_argnames=('mode', 'spec', 'prg', 'adversarial',
+@functools.partial(jax.jit, static_argnames=('mode', 'spec', 'adversarial',
                                              'coalition'))
-def _servers_step_by_step(prep, payload, submitted, mac_key_words, check_randomness,
-                          max_weight, params, previous_value_words,
-                          previous_mac_words, has_previous, mode, spec, prg,
-                          adversarial, coalition):
-  """Servers on materialised per-client shares (the explicit three-phase API)."""
+def _servers_step_by_step(prep, payload, submitted, mac_key_words, max_weight, params,
+                          previous_value_words, previous_mac_words, has_previous, mode,
+                          spec, adversarial, coalition):
+  """Servers on materialised per-client shares: INPUT → LOCAL SUMS → OPEN."""
   privateyes = mode == 'privateyes'
   bits = spec.ring_bits if privateyes else spec.k
   mac_key_shares = ring.from_words(mac_key_words) if privateyes else None
@@ -196,11 +226,14 @@ def _servers_step_by_step(prep, payload, submitted, mac_key_words, check_randomn
         None if mac is None else ring.from_words(previous_mac_words), has_previous)
   value_sum = sharing.sum_over_clients(value, include, bits)
   mac_sum = None if mac is None else sharing.sum_over_clients(mac, include, bits)
-  out = fused.open_and_check(value_sum, mac_sum,
-                             prep.opening_masks if privateyes else None,
-                             mac_key_shares, check_randomness, max_weight, params,
-                             mode=mode,
-                             spec=spec, adversarial=adversarial, with_view=True)
+  if adversarial:
+    value_sum, mac_sum = adversary_lib.corrupt_sum_shares(params, value_sum, mac_sum,
+                                                          bits, spec.k)
+  if privateyes:
+    out = fused.open_authenticated(value_sum, mac_sum, max_weight, spec=spec,
+                                   with_view=True)
+  else:
+    out = fused.open_plain(value_sum, max_weight, spec=spec, with_view=True)
   estimate = None
   if coalition is not None:
     estimate = _estimate_from_shares(honest_value, payload if privateyes else None,
@@ -226,8 +259,8 @@ def _timed(fn, *args, **kwargs):
 
 def validate_submission(submission: ClientSubmission, round_idx: int,
                         num_clients: int, num_elements: int,
-                        num_servers: int | None = None) -> None:
-  """Server side: rejects submissions of the wrong shape or for another round.
+                        num_servers: int | None = None, attempt: int = 0) -> None:
+  """Server side: rejects submissions of the wrong shape or for another round or attempt.
 
   Args:
     submission: what arrived.
@@ -235,9 +268,10 @@ def validate_submission(submission: ClientSubmission, round_idx: int,
     num_clients: C.
     num_elements: E = params + 1.
     num_servers: S for semi-honest payloads ``[S, C, E]``; None for ε ``[C, E]``.
+    attempt: the servers' attempt at this round (``state.attempt``).
 
   Raises:
-    SubmissionError: naming the clients and the rounds or shapes involved.
+    SubmissionError: naming the clients and the rounds, attempts or shapes involved.
   """
   expected = ((num_clients, num_elements) if num_servers is None
               else (num_servers, num_clients, num_elements))
@@ -245,19 +279,25 @@ def validate_submission(submission: ClientSubmission, round_idx: int,
     raise SubmissionError(
         f'client payload has shape {tuple(submission.payload.shape)}, expected '
         f'{expected} ([servers,] clients, params + 1) in round {round_idx}.')
-  for name in ('round_tag', 'submitted'):
-    shape = tuple(getattr(submission, name).shape)
+  for name in ('round_tag', 'submitted', 'attempt_tag'):
+    value = getattr(submission, name)
+    if value is None:
+      continue
+    shape = tuple(value.shape)
     if shape != (num_clients,):
       raise SubmissionError(f'submission.{name} has shape {shape}, expected '
                             f'({num_clients},).')
   tags = np.asarray(jax.device_get(submission.round_tag))
   submitted = np.asarray(jax.device_get(submission.submitted))
-  stale = np.flatnonzero(submitted & (tags != round_idx))
+  attempts = (np.zeros_like(tags) if submission.attempt_tag is None
+              else np.asarray(jax.device_get(submission.attempt_tag)))
+  stale = np.flatnonzero(submitted & ((tags != round_idx) | (attempts != attempt)))
   if stale.size:
     raise SubmissionError(
-        f'client(s) {stale.tolist()} sent inputs tagged for round(s) '
-        f'{tags[stale].tolist()} but the servers are in round {round_idx}: stale '
-        'or replayed submissions are rejected.')
+        f'client(s) {stale.tolist()} sent inputs tagged for (round, attempt) '
+        f'{list(zip(tags[stale].tolist(), attempts[stale].tolist()))} but the servers '
+        f'are in round {round_idx}, attempt {attempt}: stale or replayed submissions '
+        'are rejected.')
 
 
 def _config_get(config: Any, name: str, default: Any) -> Any:
@@ -298,6 +338,11 @@ class SecureAggregator:
       (``chunk_size``). Results do not depend on it.
     chunk_memory_bytes: the auto chunk's memory budget.
     prg: share generator, one of ``prg.PRGS`` (both Threefry, see prg.py).
+    min_clients: a round with fewer submitting clients opens nothing and fails
+      with ``COHORT_TOO_SMALL`` (docs/MPC.md §5a).
+    server_rng: the servers' own randomness (coin contributions, commitment
+      nonces): None = OS entropy (``secrets``); a ``numpy.random.Generator`` only
+      in tests that compare two code paths bit for bit.
   """
   max_weight: float  # No default: it must come from the public config.
   spec: ring.RingSpec = ring.RingSpec()
@@ -310,6 +355,8 @@ class SecureAggregator:
   client_chunk: int = 0
   chunk_memory_bytes: int = DEFAULT_CHUNK_MEMORY_BYTES
   prg: str = 'threefry2x64'
+  min_clients: int = DEFAULT_MIN_CLIENTS
+  server_rng: Any = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
     sharing.check_num_servers(self.num_servers)
@@ -330,6 +377,8 @@ class SecureAggregator:
     if self.chunk_memory_bytes <= 0:
       raise ValueError(f'chunk_memory_bytes={self.chunk_memory_bytes} must be > 0.')
     prg_lib.check_prg(self.prg)
+    if not isinstance(self.min_clients, int) or self.min_clients < 1:
+      raise ValueError(f'min_clients={self.min_clients!r} must be an int >= 1.')
 
   @property
   def name(self) -> str:
@@ -341,7 +390,8 @@ class SecureAggregator:
     """Builds from ``config.mpc``-style fields (ConfigDict, dict or object).
 
     Fields: k, f, s, num_servers, mode, coalition, record_view, client_chunk,
-    prg, adversary.{kind, server, client, magnitude, element, before_commit}.
+    prg, min_clients, adversary.{kind, server, client, magnitude, element,
+    before_commit, guess}.
     ``max_weight`` (local steps × batch size) and ``num_params`` come from the
     rest of the config.
     """
@@ -352,7 +402,8 @@ class SecureAggregator:
         client=int(_config_get(adv, 'client', 0)),
         magnitude=int(_config_get(adv, 'magnitude', 1)),
         element=int(_config_get(adv, 'element', -1)),
-        before_commit=bool(_config_get(adv, 'before_commit', False)))
+        before_commit=bool(_config_get(adv, 'before_commit', False)),
+        guess=tuple(int(g) for g in (_config_get(adv, 'guess', ()) or ())))
     spec = ring.RingSpec(k=int(_config_get(config, 'k', 32)),
                          f=int(_config_get(config, 'f', 16)),
                          s=int(_config_get(config, 's', 32)))
@@ -364,7 +415,8 @@ class SecureAggregator:
                record_view=bool(_config_get(config, 'record_view', False)),
                num_params=num_params,
                client_chunk=int(_config_get(config, 'client_chunk', 0) or 0),
-               prg=str(_config_get(config, 'prg', 'threefry2x64')))
+               prg=str(_config_get(config, 'prg', 'threefry2x64')),
+               min_clients=int(_config_get(config, 'min_clients', DEFAULT_MIN_CLIENTS)))
 
   # --- memory plan -----------------------------------------------------------
 
@@ -416,10 +468,13 @@ class SecureAggregator:
   # --- init ----------------------------------------------------------------
 
   def init(self, key: jax.Array) -> SecureAggregatorState:
-    """DEALER key generation: the MAC key shares α_i (privateyes only)."""
+    """DEALER key generation: its 128-bit seed and the MAC key shares α_i of attempt 0."""
     with jax.enable_x64(True):
+      dealer_seed = ring.to_words(prg_lib.key_seed(key))
+      attempt = jnp.zeros((), jnp.uint32)
       if self.mode == 'privateyes':
-        mac_key_words = _dealer_key_generation(key, self.num_servers, self.spec)
+        mac_key_words = _dealer_key_generation(dealer_seed, attempt, self.num_servers,
+                                               self.spec)
       else:
         mac_key_words = jnp.zeros((1, 2), jnp.uint32)  # Unused dummy (no MACs).
       # Unused leaves are (1, 2) dummies, not empty: Orbax cannot save zero-size arrays.
@@ -427,7 +482,39 @@ class SecureAggregator:
                          if self.adversary.needs_previous_shares else 1)
       empty = jnp.zeros((replay_elements, 2), jnp.uint32)
       return SecureAggregatorState(mac_key_words, empty, empty,
-                                   jnp.zeros((), jnp.bool_))
+                                   jnp.zeros((), jnp.bool_), dealer_seed, attempt)
+
+  def retire_attempt(self, state: SecureAggregatorState) -> SecureAggregatorState:
+    """An abort retires the attempt: the next one gets a new MAC key and new masks.
+
+    The attempt counter is mixed into the MAC key (``fused.attempt_mac_key_shares``)
+    and into every seed of the round (``fused.attempt_root``); the coins are fresh
+    OS entropy anyway. Called by ``apply`` on every failure after the opening; the
+    engine checkpoints the returned state (federated/engine.py).
+    """
+    with jax.enable_x64(True):
+      attempt = jnp.asarray(state.attempt, jnp.uint32) + jnp.uint32(1)
+      mac_key_words = state.mac_key_shares
+      if self.mode == 'privateyes':
+        mac_key_words = _dealer_key_generation(state.dealer_seed, attempt,
+                                               self.num_servers, self.spec)
+      return state._replace(mac_key_shares=mac_key_words, attempt=attempt)
+
+  def distribute_model(self, global_model: np.ndarray, num_clients: int, *,
+                       craft=consistency.perturb,
+                       check: bool = True) -> consistency.Distribution:
+    """Phase MODEL BROADCAST (before the clients train): consistent models.
+
+    Every server sends the global model to every client; each client compares the
+    SHA-256 digests of all servers' models and refuses on a mismatch
+    (``consistency.distribute``). The ``inconsistent_model`` adversary's server
+    sends ``craft(model)`` to every client but its target.
+    """
+    adversary = self.adversary
+    malicious = (adversary.server,) if adversary.kind == 'inconsistent_model' else ()
+    return consistency.distribute(np.asarray(global_model, np.float32), num_clients,
+                                  self.num_servers, malicious=malicious,
+                                  target=adversary.client, craft=craft, check=check)
 
   # --- shared checks -----------------------------------------------------------
 
@@ -467,26 +554,76 @@ class SecureAggregator:
       previous_value = previous_mac = jnp.zeros((num_elements, 2), jnp.uint32)
     return previous_value, previous_mac
 
-  def _mac_check(self, out: fused.Opened):
-    """Commit-then-reveal of the check values; only S scalars reach the host.
+  def _adversary_params(self, num_elements: int):
+    """The deviation's traced parameters (rush_coin: the χ of the seed it aims at)."""
+    adversary = self.adversary
+    guess = None
+    if adversary.kind == 'rush_coin':
+      chi = fused.check_coefficients(jnp.asarray(adversary.guess, jnp.uint64),
+                                     num_elements, self.spec)
+      guess = tuple(int(g) for g in np.asarray(jax.device_get(chi))[:2])
+    return adversary.params(guess)
 
-    Returns (MacCheckResult, the revealed check values or None).
+  def _coin_and_check(self, state, out: fused.Opened, with_view: bool):
+    """Phases COIN → CHECK, after OPEN fixed y' (privateyes).
+
+    COIN: each server draws a 128-bit contribution from its own randomness, commits,
+    then all reveal; the joint seed is their XOR (``coin.toss``). CHECK: χ from the
+    joint seed, each server's z_i on the device (only S scalars reach the host),
+    committed with a fresh 128-bit nonce, then revealed and verified.
+
+    Returns:
+      (MacCheckResult, public record of the phases for the view).
     """
-    if self.mode != 'privateyes':
-      return spdz2k.MacCheckResult(True, '', '', 0), None
-    z_host = np.asarray(jax.device_get(out.check_values), np.uint64)
-    nonces_host = np.asarray(jax.device_get(out.nonces), np.uint64)
-    committed = adversary_lib.corrupt_check_value(self.adversary, z_host,
-                                                  self.spec, 'commit')
-    commitments = spdz2k.commit_check_values(committed, nonces_host)
-    revealed = adversary_lib.corrupt_check_value(self.adversary, committed,
-                                                 self.spec, 'reveal')
-    return (spdz2k.verify_check_values(commitments, revealed, nonces_host, self.spec),
-            revealed)
+    # Deviations at named points of these phases (None / identity when honest).
+    cheat = self.adversary if self.adversary.deviates_in_aggregation else None
+    reveal_coin = cheat and adversary_lib.rushing_coin(cheat, cheat.guess)
+    check_value_at = ((lambda z, stage: adversary_lib.corrupt_check_value(
+        cheat, z, self.spec, stage)) if cheat else (lambda z, stage: z))
 
-  def _result(self, out, check, revealed, estimate, submitted, mac_key_words,
-              num_params, round_idx, with_view):
-    """AggregateResult (and the view) from the opened values and the check."""
+    coins = coin_lib.toss(self.num_servers, self.server_rng, reveal_coin)
+    public = {'coin_contributions': coins.contributions, 'check_values': None,
+              'check_coefficients': None}
+    if not coins.ok:
+      return spdz2k.MacCheckResult(False, 'coin', coins.failure, 0), public
+    z, chi = fused.check_values(out.mac_shares, out.opened, state.mac_key_shares,
+                                jnp.asarray(coins.joint), spec=self.spec,
+                                with_view=with_view)
+    nonces = coin_lib.check_nonces(self.server_rng, self.num_servers)
+    committed = check_value_at(np.asarray(jax.device_get(z), np.uint64), 'commit')
+    commitments = spdz2k.commit_check_values(committed, nonces)
+    revealed = check_value_at(committed, 'reveal')
+    public.update(check_values=revealed, check_coefficients=chi)
+    return spdz2k.verify_check_values(commitments, revealed, nonces, self.spec), public
+
+  def _output_check(self, out: fused.Opened, num_submitted: int):
+    """Phase OUTPUT: the opened Σ w̃_c must be in (0, n_submitted] (fixed point).
+
+    Each honest client's w̃_c is in [0, 1]; anything else means some client's
+    weight column was out of range (a malicious client writing its own ε), and a
+    zero or negative total would give no mean at all. Never silently zero.
+    """
+    weight_fixed = int(jax.device_get(out.weight_sum))
+    bound = num_submitted << self.spec.f
+    if 0 < weight_fixed <= bound:
+      return spdz2k.MacCheckResult(True, '', '', 0)
+    return spdz2k.MacCheckResult(
+        False, 'output',
+        f'{OUTPUT_OUT_OF_RANGE}: the opened Σ w_c/w_max is {weight_fixed / 2**self.spec.f:.6g}, '
+        f'outside (0, {num_submitted}] for {num_submitted} submitting client(s); some '
+        'client\'s weight column is out of [0, 1]; round aborted, nothing handed out.', 0)
+
+  def _finish(self, state, out: fused.Opened, estimate, submitted, num_submitted,
+              num_params, round_idx, with_view, timings):
+    """COIN → CHECK → OUTPUT; an abort retires the attempt. Returns (state, result)."""
+    start_time = time.perf_counter()
+    public = {}
+    check = spdz2k.MacCheckResult(True, '', '', 0)
+    if self.mode == 'privateyes':
+      check, public = self._coin_and_check(state, out, with_view)
+    if check.ok:
+      check = self._output_check(out, num_submitted)
+    timings['checking_s'] = time.perf_counter() - start_time
     if check.ok:
       mean, total = out.mean, out.total_weight
     else:
@@ -501,13 +638,25 @@ class SecureAggregator:
           coalition_input_estimate=estimate,
           opened_sum_shares=out.opened_shares,
           opened_sum=out.opened,
-          mac_key_shares=ring.from_words(mac_key_words) if privateyes else None,
+          mac_key_shares=ring.from_words(state.mac_key_shares) if privateyes else None,
           submitted=submitted,
-          check_values=revealed,
-          check_coefficients=out.check_coefficients,
           output_mean=mean,
-          round=round_idx)
-    return AggregateResult(mean, total, bool(check.ok), check.failure, view, {})
+          round=round_idx,
+          attempt=int(state.attempt),
+          **public)
+    new_state = state if check.ok else self.retire_attempt(state)
+    return new_state, AggregateResult(mean, total, bool(check.ok), check.failure, view, {})
+
+  def _cohort_too_small(self, num_submitted: int, round_idx: int, num_params: int):
+    """Phase INPUT refuses a cohort below ``min_clients``: nothing is opened."""
+    if num_submitted >= self.min_clients:
+      return None
+    failure = (f'{COHORT_TOO_SMALL}: {num_submitted} client(s) submitted in round '
+               f'{round_idx}, fewer than aggregator.min_clients={self.min_clients}; '
+               'nothing was opened.')
+    return AggregateResult(jnp.zeros((num_params,), jnp.float32),
+                           jnp.zeros((), jnp.float32), False, failure, None,
+                           {'mpc/num_submitted': float(num_submitted), 'mpc/aborted': 1.0})
 
   def _stats(self, num_submitted, num_clients, num_params, timings):
     num_elements = num_params + 1
@@ -572,14 +721,17 @@ class SecureAggregator:
     host_weights = self._check_weights(weights, num_clients)
     self._check_adversary(num_clients, num_params)
     num_submitted = int(np.sum(host_weights > 0))
+    refused = self._cohort_too_small(num_submitted, round_idx, num_params)
+    if refused is not None:
+      return state, refused
     chunk = self.chunk_size(num_clients, num_params)
-    num_chunks = -(-num_clients // chunk) if num_clients else 0
+    num_chunks = -(-num_clients // chunk)
     adversary = self.adversary
     timings = {}
     with jax.enable_x64(True):
       max_weight = jnp.float32(self.max_weight)
-      (input_seeds, opening_seeds, check_randomness), timings['preprocessing_s'] = _timed(
-          round_seeds, key, num_clients, self.num_servers, self.mode)
+      input_seeds, timings['preprocessing_s'] = _timed(
+          round_seeds, key, state.attempt, num_clients, self.num_servers, self.mode)
 
       _, stats = fused.init_accumulators(self.mode, self.spec, self.num_servers,
                                          num_elements, num_clients)
@@ -587,12 +739,10 @@ class SecureAggregator:
                     prg=self.prg, chunk=chunk, num_clients=num_clients)
       privateyes = self.mode == 'privateyes'
       dealer_acc = None
-      if privateyes and num_chunks:
-        # OFFLINE, the simulated dealer: the sums of the input masks' shares, from the
+      if privateyes:
+        # DEALER (offline, simulated): the sums of the input masks' shares, from the
         # seeds alone (a deployment produces them before the round). Timed apart, as
-        # preprocessing. The opening masks [[2^k r']] are dealer values too, but one
-        # per element, not per client element: generated inside the opening program
-        # (streamed) they cost less than written out here and read back.
+        # preprocessing.
         start_time = time.perf_counter()
         no_inputs = jnp.zeros((0, num_params), jnp.float32)
         for n in range(num_chunks):
@@ -602,8 +752,8 @@ class SecureAggregator:
         jax.block_until_ready(dealer_acc)
         timings['preprocessing_s'] += time.perf_counter() - start_time
 
-      # ONLINE: the clients' masked inputs (privateyes) or shares (semi-honest) and
-      # the servers' local sums, chunk by chunk.
+      # INPUT and LOCAL SUMS: the clients' masked inputs (privateyes) or shares
+      # (semi-honest) and the servers' local sums, chunk by chunk.
       start_time = time.perf_counter()
       acc = None  # The first chunk's sums become the accumulators.
       estimate = (np.zeros((num_clients, num_elements), np.uint64)
@@ -619,10 +769,7 @@ class SecureAggregator:
         if part is not None:
           # Rows overlapping the previous chunk are recomputed identically.
           estimate[start:start + chunk] = np.asarray(jax.device_get(part))
-      if acc is None:  # No clients at all.
-        acc, _ = fused.init_accumulators(self.mode, self.spec, self.num_servers,
-                                         num_elements, num_clients)
-      elif privateyes:
+      if privateyes:
         # Dropouts become known only now: the servers subtract their shares of the
         # dropped clients' masks, in small chunks (work in proportion to the dropouts).
         retract_acc, stats = fused.retract_dropped(
@@ -636,34 +783,34 @@ class SecureAggregator:
           self.spec, max(num_clients, 1), _RANGE_WHAT)
       timings['sharing_s'] = time.perf_counter() - start_time
 
-      # Open the masked sum and compute the check values, one program.
+      # OPEN: the servers' sums (with the malicious server's deviation, if any) and
+      # the opening, one program; y is fixed before any coin exists.
       start_time = time.perf_counter()
-      params = adversary.params()
-      previous_value, previous_mac = self._previous_words(state, num_elements)
-      target = None
-      if adversary.active:
+      new_state = state
+      if not adversary.deviates_in_aggregation:
+        out = jax.block_until_ready(fused.local_sums_and_open(
+            acc, state.mac_key_shares, max_weight, mode=self.mode, spec=self.spec,
+            num_servers=self.num_servers, with_view=with_view))
+      else:
+        previous_value, previous_mac = self._previous_words(state, num_elements)
         t = adversary.client
         rows, row = ((jnp.asarray(updates[t:t + 1]), 0) if on_host else (updates, t))
         target = fused.TargetRows(rows, jnp.int32(row), weights, input_seeds)
-      out, replay = jax.block_until_ready(fused.finalize(
-          acc, state.mac_key_shares, opening_seeds, check_randomness,
-          max_weight, params, target, previous_value, previous_mac,
-          state.has_previous, mode=self.mode, spec=self.spec,
-          num_servers=self.num_servers, prg=self.prg, adversarial=adversary.active,
-          with_view=with_view))
+        out, replay = jax.block_until_ready(fused.deviating_sums_and_open(
+            acc, state.mac_key_shares, max_weight,
+            self._adversary_params(num_elements), target, previous_value, previous_mac,
+            state.has_previous, mode=self.mode, spec=self.spec,
+            num_servers=self.num_servers, prg=self.prg, with_view=with_view))
+        if adversary.needs_previous_shares:
+          new_state = state._replace(replay_value_share=replay[0],
+                                     replay_mac_share=replay[1],
+                                     has_previous=jnp.ones((), jnp.bool_))
       timings['aggregation_s'] = time.perf_counter() - start_time
 
-      start_time = time.perf_counter()
-      check, revealed = self._mac_check(out)
-      timings['checking_s'] = time.perf_counter() - start_time
-
-      new_state = state
-      if adversary.needs_previous_shares:
-        new_state = state._replace(replay_value_share=replay[0],
-                                   replay_mac_share=replay[1],
-                                   has_previous=jnp.ones((), jnp.bool_))
-      result = self._result(out, check, revealed, estimate, weights > 0,
-                            state.mac_key_shares, num_params, round_idx, with_view)
+      # COIN → CHECK → OUTPUT.
+      new_state, result = self._finish(new_state, out, estimate, weights > 0,
+                                       num_submitted, num_params, round_idx, with_view,
+                                       timings)
     timings['aborted'] = not result.ok
     return new_state, result._replace(
         stats=self._stats(num_submitted, num_clients, num_params, timings))
@@ -672,18 +819,19 @@ class SecureAggregator:
 
   def preprocess(self, state: SecureAggregatorState, key: jax.Array,
                  num_clients: int, num_elements: int) -> Preprocessing | None:
-    """DEALER: this round's authenticated masks ``[S, C, E]`` (None semi-honest)."""
+    """DEALER: this attempt's authenticated masks ``[S, C, E]`` (None semi-honest)."""
     if self.mode != 'privateyes':
       return None
     with jax.enable_x64(True):
-      input_seeds, opening_seeds, _ = round_seeds(key, num_clients, self.num_servers,
-                                                  self.mode)
-      return _dealer_round(input_seeds, opening_seeds, state.mac_key_shares,
-                           num_elements, self.spec, self.prg)
+      input_seeds = round_seeds(key, state.attempt, num_clients, self.num_servers,
+                                self.mode)
+      return _dealer_round(input_seeds, state.mac_key_shares, num_elements, self.spec,
+                           self.prg)
 
   def package_client_inputs(self, prep: Preprocessing | None,
                             individual_updates: jax.Array, weights: jax.Array,
-                            key: jax.Array, round_idx: int) -> ClientSubmission:
+                            key: jax.Array, round_idx: int,
+                            attempt: int = 0) -> ClientSubmission:
     """Clients: scale by w_c / w_max, range-check, encode, mask or share, tag.
 
     Args:
@@ -692,6 +840,7 @@ class SecureAggregator:
       weights: float32 ``[clients]``; 0 = the client submits nothing.
       key: the round key (clients use their own fold of it).
       round_idx: the round the clients package for (the tag).
+      attempt: the attempt they package for (the servers announce it).
 
     Raises:
       ValueError: bad shapes or weights; RingOverflowError naming client and
@@ -712,22 +861,31 @@ class SecureAggregator:
     with jax.enable_x64(True):
       if self.mode == 'privateyes':
         return _clients_privateyes(scaled, submitted, prep.input_masks.value,
-                                   jnp.int32(round_idx), self.spec)
-      seeds, _, _ = round_seeds(key, num_clients, self.num_servers, self.mode)
+                                   jnp.int32(round_idx), jnp.int32(attempt), self.spec)
+      seeds = round_seeds(key, jnp.uint32(attempt), num_clients, self.num_servers,
+                          self.mode)
       return _clients_semi_honest(seeds, scaled, submitted, jnp.int32(round_idx),
-                                  self.spec, self.prg)
+                                  jnp.int32(attempt), self.spec, self.prg)
 
   def aggregate(self, state: SecureAggregatorState, prep: Preprocessing | None,
                 submission: ClientSubmission, key: jax.Array, round_idx: int,
                 num_params: int) -> tuple[SecureAggregatorState, AggregateResult,
                                           dict[str, float]]:
-    """Servers: validate, input, sum, open, check. Returns (state, result, timings)."""
+    """Servers: validate, input, sum, open, coin, check, output.
+
+    Returns (state, result, timings).
+    """
+    del key  # Everything random was dealt (prep) or is the servers' own (coins).
     num_clients = submission.submitted.shape[0]
     num_elements = num_params + 1
     self._check_adversary(num_clients, num_params)
     privateyes = self.mode == 'privateyes'
     validate_submission(submission, round_idx, num_clients, num_elements,
-                        None if privateyes else self.num_servers)
+                        None if privateyes else self.num_servers, int(state.attempt))
+    num_submitted = int(np.sum(np.asarray(jax.device_get(submission.submitted))))
+    refused = self._cohort_too_small(num_submitted, round_idx, num_params)
+    if refused is not None:
+      return state, refused, {}
     adversary = self.adversary
     timings = {}
     with jax.enable_x64(True):
@@ -735,16 +893,11 @@ class SecureAggregator:
       start = time.perf_counter()
       out, values, macs, estimate = jax.block_until_ready(_servers_step_by_step(
           prep, submission.payload, submission.submitted, state.mac_key_shares,
-          fused.check_seeds(key, self.num_servers) if privateyes else None,
-          jnp.float32(self.max_weight),
-          adversary.params(), previous_value, previous_mac, state.has_previous,
-          mode=self.mode, spec=self.spec, prg=self.prg,
-          adversarial=adversary.active,
+          jnp.float32(self.max_weight), self._adversary_params(num_elements),
+          previous_value, previous_mac, state.has_previous, mode=self.mode,
+          spec=self.spec, adversarial=adversary.deviates_in_aggregation,
           coalition=self.coalition if self.record_view else None))
       timings['aggregation_s'] = time.perf_counter() - start
-      start = time.perf_counter()
-      check, revealed = self._mac_check(out)
-      timings['checking_s'] = time.perf_counter() - start
       new_state = state
       if adversary.needs_previous_shares:
         value_words, mac_words = _replay_words(
@@ -753,8 +906,8 @@ class SecureAggregator:
         new_state = state._replace(replay_value_share=value_words,
                                    replay_mac_share=mac_words,
                                    has_previous=jnp.ones((), jnp.bool_))
-      result = self._result(out, check, revealed,
-                            None if estimate is None else np.asarray(estimate),
-                            submission.submitted, state.mac_key_shares, num_params,
-                            round_idx, self.record_view)
+      new_state, result = self._finish(
+          new_state, out, None if estimate is None else np.asarray(estimate),
+          submission.submitted, num_submitted, num_params, round_idx, self.record_view,
+          timings)
     return new_state, result, timings

@@ -93,7 +93,7 @@ def privateyes_costs(spec: ring.RingSpec, num_servers: int, num_submitted: int,
   ε = x − r mod 2^k to every server (S·E·⌈k/8⌉).
   Server i sends: its mask shares to every submitting client (C·E·⌈k/8⌉); a
   digest of the ε it received, so servers agree on the broadcast ((S-1)·32);
-  its share of the masked sum, k+s bits ((S-1)·E·⌈(k+s)/8⌉); the coin toss for
+  its share of the opened sum, k+s bits ((S-1)·E·⌈(k+s)/8⌉); the coin toss for
   χ (commit (S-1)·32, reveal (S-1)·(16+16)); its check value (commit (S-1)·32,
   reveal (S-1)·(⌈(k+s)/8⌉+16)).
   Rounds: masks → client, ε → servers, open (+ ε digest + coin commit),
@@ -119,12 +119,11 @@ def dealer_send_bytes(spec: ring.RingSpec, num_servers: int, num_submitted: int,
   The dealer sends each server i < S-1 one 16-byte seed per client (its value
   and MAC shares of [[r_c]] are PRG expansions of it) and the last server both
   of its shares in full, r_c − Σ others and α·r_c − Σ others (2·E·⌈(k+s)/8⌉ per
-  client): the dealer's own seed of r_c must stay with the dealer. The opening
-  masks likewise. A deployment replaces the dealer by SPDZ2k's preprocessing,
+  client): the dealer's own seed of r_c must stay with the dealer. A deployment replaces the dealer by SPDZ2k's preprocessing,
   whose cost ``estimate_offline_phase`` estimates.
   """
   per_client = (num_servers - 1) * SEED_BYTES + 2 * num_elements * spec.share_bytes
-  return (num_submitted + 1) * per_client
+  return num_submitted * per_client
 
 
 def round_costs(mode: str, spec: ring.RingSpec, num_servers: int, num_submitted: int,
@@ -142,8 +141,8 @@ def round_costs(mode: str, spec: ring.RingSpec, num_servers: int, num_submitted:
 
 def num_preprocessed_masks(num_submitted: int, num_elements: int) -> int:
   """Authenticated masks one privateyes round consumes: [[r]] per input element
-  plus one [[2^k r']] per opened element."""
-  return num_submitted * num_elements + num_elements
+  (no opening mask is needed, docs/MPC.md §3 step 7)."""
+  return num_submitted * num_elements
 
 
 def estimate_offline_phase(num_masks: int,

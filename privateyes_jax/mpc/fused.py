@@ -52,11 +52,10 @@ from privateyes_jax.mpc import prg as prg_lib
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import spdz2k
 
-# Roles of the round key's sub-seeds (prg.child_seed tags).
-DEALER, CLIENTS, CHECK = 0, 1, 2
-_CHI_TAG = 0x43484931  # Second seed word of the check coefficients' stream.
-# χ is public and drawn once per round: always the default generator, so the
-# check does not depend on the share generator chosen.
+# Roles of the attempt's sub-seeds (prg.child_seed tags).
+DEALER, CLIENTS = 0, 1
+# χ is public and drawn once per attempt from the joint coin: always the default
+# generator, so the check does not depend on the share generator chosen.
 PRG_OF_CHECK = 'threefry2x64'
 _I0 = np.int32(0)  # Index literal (x64 would make a Python 0 int64).
 
@@ -212,65 +211,52 @@ def semi_honest_shares(seeds, x, spec, prg):
   return jnp.stack(random + [last])
 
 
-def opening_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.AuthShares:
-  """DEALER: [[2^k r']] ``[S, E]``; seed S-1 gives r, seeds i < S-1 the shares."""
-  num_servers = mac_key_shares.shape[0]
-  bits = spec.ring_bits
-  counter = prg_lib.element_counter(num_elements)
-  lanes = prg_lib.words64(seeds[:, None, :], counter, 2, prg)  # [S, E] each.
-  r = lanes[0][num_servers - 1]
-  top = ring.mask_bits((r >> jnp.uint64(spec.k)) << jnp.uint64(spec.k), bits)
-  values = [ring.mask_bits(lanes[0][i], bits) for i in range(num_servers - 1)]
-  macs = [ring.mask_bits(lanes[1][i], bits) for i in range(num_servers - 1)]
-  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
-  values.append(ring.mask_bits(top - _sum(values, 64), bits))
-  macs.append(ring.mask_bits(alpha * top - _sum(macs, 64), bits))
-  return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs))
+def round_seed_tables(root, num_clients, num_inputs, role):
+  """All of a round's DEALER / client seeds from one vectorised Threefry call.
 
-
-def round_seed_tables(root, num_clients, num_inputs, num_servers, role, with_check):
-  """All of a round's seeds from one vectorised Threefry call (small program).
-
-  seed = Threefry-2x64_root(x0, x1) with x0 = client or server index and x1 = the
-  role tag (high 32 bits) and server index (low 32 bits), so every (role, client,
-  server) gets an independent 128-bit seed.
+  seed = Threefry-2x64_root(x0, x1) with x0 = the client index and x1 = the role tag
+  (high 32 bits) and server index (low 32 bits), so every (role, client, server)
+  gets an independent 128-bit seed. ``root`` is the attempt's seed
+  (`attempt_root`): nothing here is reused by a later attempt.
 
   Returns:
-    (input seeds ``[C, num_inputs, 2]``, opening seeds ``[S, 2]``, and with
-    ``with_check`` the MAC check's (coin-toss seeds ``[S]``, nonces ``[S, 2]``),
-    else None).
+    input seeds ``[C, num_inputs, 2]``.
   """
   u = jnp.uint64
-  tag = lambda r: u(r) << u(32)
-  rows = lax.broadcasted_iota(u, (num_clients, num_inputs), 0).reshape(-1)
-  cols = lax.broadcasted_iota(u, (num_clients, num_inputs), 1).reshape(-1)
-  servers = jnp.arange(num_servers, dtype=u)
-  x0 = jnp.concatenate([rows, servers, servers, servers])
-  x1 = jnp.concatenate([tag(4 * role) | cols, jnp.full_like(servers, tag(4 * role + 1)),
-                        jnp.full_like(servers, tag(4 * CHECK + 2)),
-                        jnp.full_like(servers, tag(4 * CHECK + 3))])
-  w0, w1 = prg_lib.threefry2x64(root[0], root[1], x0, x1)
-  seeds = jnp.stack([w0, w1], axis=-1)
-  n = num_clients * num_inputs
-  inputs = seeds[:n].reshape(num_clients, num_inputs, 2)
-  opening = seeds[n:n + num_servers]
-  if not with_check:
-    return inputs, opening, None
-  return inputs, opening, (seeds[n + num_servers:n + 2 * num_servers, 0],
-                           seeds[n + 2 * num_servers:])
+  rows = lax.broadcasted_iota(u, (num_clients, num_inputs), 0)
+  cols = lax.broadcasted_iota(u, (num_clients, num_inputs), 1)
+  w0, w1 = prg_lib.threefry2x64(root[0], root[1], rows, (u(4 * role) << u(32)) | cols)
+  return jnp.stack([w0, w1], axis=-1)
 
 
-def check_seeds(round_key, num_servers):
-  """(coin-toss seeds [S] uint64, commitment nonces [S, 2] uint64) of the round."""
-  return round_seed_tables(prg_lib.key_seed(round_key), 0, 1, num_servers, DEALER,
-                           True)[2]
+_ATTEMPT_TAG = 0x41545450  # 'ATTP': the attempt's sub-seed of a round key.
+_MAC_KEY_TAG = 0x4D41434B  # 'MACK': the MAC key of an attempt (dealer seed's child).
 
 
-def check_coefficients(joint_seed, num_elements, spec, prg):
-  """Public χ_j ∈ Z_2^s from the joint coin (uint64 scalar)."""
-  seed = jnp.stack([joint_seed, jnp.uint64(_CHI_TAG)])
+def attempt_root(round_key_seed, attempt):
+  """The seed of one attempt at a round: Threefry_{round key}(attempt, tag).
+
+  Every random value of the round (dealer masks, client share seeds) derives
+  from it, so an attempt retired by an abort shares nothing with
+  the next one.
+  """
+  return prg_lib.child_seed(round_key_seed, jnp.asarray(attempt, jnp.uint64),
+                            jnp.uint64(_ATTEMPT_TAG))
+
+
+def attempt_mac_key_shares(dealer_seed, attempt, num_servers, spec):
+  """DEALER: α_i ∈ Z_2^s of ``attempt`` (uint64 ``[S]``), from its own 128-bit seed."""
+  child = prg_lib.child_seed(dealer_seed, jnp.asarray(attempt, jnp.uint64),
+                             jnp.uint64(_MAC_KEY_TAG))
+  words = prg_lib.threefry2x64(child[0], child[1], jnp.arange(num_servers, dtype=jnp.uint64),
+                               jnp.uint64(0))[0]
+  return ring.mask_bits(words, spec.s)
+
+
+def check_coefficients(joint_seed, num_elements, spec):
+  """Public χ_j ∈ Z_2^s from the joint coin (uint64 ``[2]``, 128 bits)."""
   counter = prg_lib.element_counter(num_elements)
-  return ring.mask_bits(prg_lib.words64(seed, counter, 1, prg)[0], spec.s)
+  return ring.mask_bits(prg_lib.words64(joint_seed, counter, 1, PRG_OF_CHECK)[0], spec.s)
 
 
 # ---------------------------------------------------------------------------
@@ -506,14 +492,14 @@ def target_client_shares(update_row, weight, seeds_row, mac_key_shares, max_weig
 
 
 class Opened(NamedTuple):
+  """Phase OPEN: what is fixed before the coin toss."""
   opened: jax.Array  # [E] uint64: y' (privateyes) or the sum (semi-honest).
   opened_shares: jax.Array | None  # [S, E]: every server's broadcast share
   # (returned only for views: writing it out costs a pass over S·E words).
-  check_values: jax.Array | None  # [S] z_i.
-  check_coefficients: jax.Array | None  # [E] χ (views only).
-  nonces: jax.Array | None  # [S, 2] commitment randomness.
+  mac_shares: jax.Array | None  # [S, E] uint64: MAC shares of y' (privateyes).
   mean: jax.Array  # [P] float32 (only handed out if the check passes).
   total_weight: jax.Array  # () float32.
+  weight_sum: jax.Array  # () int64: the opened Σ w̃_c in fixed point (2^f units).
 
 
 def weighted_mean(opened, max_weight, spec):
@@ -524,66 +510,40 @@ def weighted_mean(opened, max_weight, spec):
   return mean.astype(jnp.float32), (weight_sum * max_weight).astype(jnp.float32)
 
 
-def open_and_check(value, mac, opening, mac_key_shares, check_randomness, max_weight,
-                   params, *, mode, spec, adversarial, with_view) -> Opened:
-  """Sum-level deviations, masked opening, check coefficients and check values.
-
-  ``opening`` is the DEALER's [[2^k r']] (``opening_masks``; None semi-honest).
-  ``with_view`` also returns the servers' opened shares and χ.
-  """
-  num_servers, num_elements = value.shape
-  bits = spec.ring_bits if mode == 'privateyes' else spec.k
-  if adversarial:
-    value, mac = adversary_lib.corrupt_sum_shares(params, value, mac, bits)
-  if mode != 'privateyes':
-    opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64), bits)
-    mean, total = weighted_mean(opened, max_weight, spec)
-    return Opened(opened, value if with_view else None, None, None, None, mean, total)
-  opened, masked = spdz2k.masked_open(spdz2k.AuthShares(value, mac), opening, spec)
-  # Each server's coin-toss seed and commitment nonce (``check_seeds``): used
-  # only now, after y' is fixed, and never passed to adversary code.
-  coins, nonces = check_randomness
-  joint = lax.reduce(coins, jnp.uint64(0), lax.bitwise_xor, (0,))
-  chi = check_coefficients(joint, num_elements, spec, PRG_OF_CHECK)
-  z = spdz2k.mac_check_values(masked.mac, opened, chi, mac_key_shares, spec)
+def _opened_result(opened, shares, macs, max_weight, spec):
   mean, total = weighted_mean(opened, max_weight, spec)
-  return Opened(opened, masked.value if with_view else None, z,
-                chi if with_view else None, nonces, mean, total)
+  low = ring.mask_bits(opened[-1], spec.k).astype(jnp.int64)  # Two's complement.
+  weight_fixed = jnp.where(low >= (1 << (spec.k - 1)), low - (1 << spec.k), low)
+  return Opened(opened, shares, macs, mean, total, weight_fixed)
 
 
-def _open_and_check_streamed(value, mac, opening_seeds, mac_key_shares,
-                             check_randomness, max_weight, params, *, spec, prg,
-                             adversarial) -> Opened:
-  """``open_and_check`` (privateyes, no view) without writing [[2^k r']] out.
+def open_authenticated(value, mac, max_weight, *, spec, with_view) -> Opened:
+  """Phase OPEN (privateyes): every server broadcasts its value share of y = Σ_c x_c.
 
-  The same values bit for bit: y' = Σ_i (V_i + Ov_i) = Σ_i V_i + 2^k r' because
-  the opening mask's value shares sum to 2^k r', so the opening needs one PRG
-  block per element, not S; and z_i = Σ_j χ_j (M_ij + Om_ij) − α_i Σ_j χ_j y'_j
-  is one variadic reduction in which the mask's MAC shares are generated in
-  registers (Om_S-1 = α 2^k r' − Σ_{i<S-1} Om_i, as the dealer defines it).
+  No opening mask [[2^k r']] is added: every [[x_c]] is [[r_c]] + ε_c with r_c
+  uniform over all k+s bits and known to nobody, so the top s bits of y are
+  already uniform (docs/MPC.md §3, step 7). The MAC shares of y are kept for CHECK.
   """
-  num_servers, num_elements = value.shape
-  bits = spec.ring_bits
-  if adversarial:
-    value, mac = adversary_lib.corrupt_sum_shares(params, value, mac, bits)
-  counter = prg_lib.element_counter(num_elements)
-  lanes = prg_lib.words64(opening_seeds[:, None, :], counter, 2, prg)  # [S, E] each.
-  top = ring.mask_bits((lanes[0][num_servers - 1] >> jnp.uint64(spec.k))
-                       << jnp.uint64(spec.k), bits)
-  opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64) + top, bits)
-  coins, nonces = check_randomness
-  joint = lax.reduce(coins, jnp.uint64(0), lax.bitwise_xor, (0,))
-  chi = check_coefficients(joint, num_elements, spec, PRG_OF_CHECK)
-  alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
-  mask_macs = [ring.mask_bits(lanes[1][i], bits) for i in range(num_servers - 1)]
-  mask_macs.append(alpha * top - _sum(mask_macs, 64))
-  terms = tuple(chi * (mac[i] + mask_macs[i]) for i in range(num_servers)) + (
-      chi * opened,)
-  sums = lax.reduce(terms, tuple(jnp.uint64(0) for _ in terms),
-                    lambda xs, ys: tuple(p + q for p, q in zip(xs, ys)), (0,))
-  z = ring.mask_bits(jnp.stack(sums[:-1]) - mac_key_shares * sums[-1], bits)
-  mean, total = weighted_mean(opened, max_weight, spec)
-  return Opened(opened, None, z, None, nonces, mean, total)
+  opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64), spec.ring_bits)
+  return _opened_result(opened, value if with_view else None, mac, max_weight, spec)
+
+
+def open_plain(value, max_weight, *, spec, with_view) -> Opened:
+  """Phase OPEN, semi-honest: every server broadcasts its share of the sum."""
+  opened = ring.mask_bits(jnp.sum(value, axis=0, dtype=jnp.uint64), spec.k)
+  return _opened_result(opened, value if with_view else None, None, max_weight, spec)
+
+
+@functools.partial(jax.jit, static_argnames=('spec', 'with_view'))
+def check_values(mac_shares, opened, mac_key_words, joint_seed, *, spec, with_view):
+  """Phase CHECK: χ from the joint coin, then every server's z_i (``[S]`` uint64).
+
+  Runs only after the coin toss, which runs only after y' is fixed.
+  """
+  chi = check_coefficients(joint_seed, opened.shape[0], spec)
+  z = spdz2k.mac_check_values(mac_shares, opened, chi, ring.from_words(mac_key_words),
+                              spec)
+  return z, chi if with_view else None
 
 
 class TargetRows(NamedTuple):
@@ -594,50 +554,51 @@ class TargetRows(NamedTuple):
   seeds: jax.Array  # uint64 [C, S or S-1, 2].
 
 
+@functools.partial(jax.jit, static_argnames=('mode', 'spec', 'num_servers', 'with_view'))
+def local_sums_and_open(acc, mac_key_words, max_weight, *, mode, spec, num_servers,
+                        with_view) -> Opened:
+  """Phases LOCAL SUMS → OPEN of an honest round, one program."""
+  privateyes = mode == 'privateyes'
+  mac_key_shares = ring.from_words(mac_key_words) if privateyes else None
+  value, mac = sum_shares(acc, mac_key_shares, mode, spec, num_servers)
+  if not privateyes:
+    return open_plain(value, max_weight, spec=spec, with_view=with_view)
+  return open_authenticated(value, mac, max_weight, spec=spec, with_view=with_view)
+
+
 @functools.partial(jax.jit, static_argnames=('mode', 'spec', 'num_servers', 'prg',
-                                             'adversarial', 'with_view'))
-def finalize(acc, mac_key_words, opening_seeds, check_randomness, max_weight, params,
-             target: TargetRows, previous_value_words, previous_mac_words,
-             has_previous, *, mode, spec, num_servers, prg, adversarial, with_view):
-  """Accumulators → [[Σ x]] → (deviations) → open → check values, one program.
+                                             'with_view'))
+def deviating_sums_and_open(acc, mac_key_words, max_weight, params,
+                            target: TargetRows, previous_value_words, previous_mac_words,
+                            has_previous, *, mode, spec, num_servers, prg, with_view):
+  """`local_sums_and_open` with one malicious server's deviation (adversary.py).
 
-  With ``adversarial``, the target client's shares are recomputed from its seeds
-  (``target_client_shares``) for ``drop_client`` / ``replay_client`` (a no-op
-  correction for the other kinds), and the malicious server's shares of that
-  client are returned as uint32 words for the replay state.
-
-  Returns:
-    (Opened, (value words [E, 2], MAC words [E, 2]) or None).
+  The deviation is applied at its named point: on the target client's input shares
+  (``drop_client`` / ``replay_client``, recomputed from its seeds with
+  ``target_client_shares``) or on the server's shares of the sum before opening
+  (the other kinds). Returns (Opened, (value words [E, 2], MAC words [E, 2])): the
+  malicious server's shares of the target for the replay state.
   """
   privateyes = mode == 'privateyes'
   bits = spec.ring_bits if privateyes else spec.k
   mac_key_shares = ring.from_words(mac_key_words) if privateyes else None
   value, mac = sum_shares(acc, mac_key_shares, mode, spec, num_servers)
-  replay = None
-  if adversarial:
-    client = params.client
-    t_value, t_mac = target_client_shares(
-        lax.dynamic_index_in_dim(target.updates, target.row, keepdims=False),
-        target.weights[client], target.seeds[client], mac_key_shares, max_weight,
-        mode, spec, num_servers, prg)
-    value, mac = adversary_lib.corrupt_client_sums(
-        params, value, mac, t_value, t_mac, target.weights[client] > 0,
-        ring.from_words(previous_value_words),
-        ring.from_words(previous_mac_words) if privateyes else None, has_previous,
-        bits)
-    own = lambda a: ring.to_words(lax.dynamic_index_in_dim(a, params.server,
-                                                           keepdims=False))
-    replay = (own(t_value), own(t_mac if t_mac is not None else t_value))
-  if privateyes and not with_view:
-    return _open_and_check_streamed(
-        value, mac, opening_seeds, mac_key_shares, check_randomness, max_weight,
-        params, spec=spec, prg=prg, adversarial=adversarial), replay
-  opening = None
-  if privateyes:
-    opening = opening_masks(opening_seeds, mac_key_shares, value.shape[1], spec, prg)
-  return open_and_check(value, mac, opening, mac_key_shares, check_randomness,
-                        max_weight, params, mode=mode, spec=spec,
-                        adversarial=adversarial, with_view=with_view), replay
+  client = params.client
+  t_value, t_mac = target_client_shares(
+      lax.dynamic_index_in_dim(target.updates, target.row, keepdims=False),
+      target.weights[client], target.seeds[client], mac_key_shares, max_weight,
+      mode, spec, num_servers, prg)
+  value, mac = adversary_lib.corrupt_client_sums(
+      params, value, mac, t_value, t_mac, target.weights[client] > 0,
+      ring.from_words(previous_value_words),
+      ring.from_words(previous_mac_words) if privateyes else None, has_previous, bits)
+  value, mac = adversary_lib.corrupt_sum_shares(params, value, mac, bits, spec.k)
+  own = lambda a: ring.to_words(lax.dynamic_index_in_dim(a, params.server, keepdims=False))
+  replay = (own(t_value), own(t_mac if t_mac is not None else t_value))
+  if not privateyes:
+    return open_plain(value, max_weight, spec=spec, with_view=with_view), replay
+  return open_authenticated(value, mac, max_weight, spec=spec,
+                            with_view=with_view), replay
 
 
 def host_range_check(stats: RangeStats, row_fn, spec: ring.RingSpec, num_terms: int,

@@ -151,14 +151,28 @@ def words32(seed: jax.Array, counter: jax.Array, num_lanes: int,
           for lane in range(num_lanes)]
 
 
+_WIDEN_TAG = 0x5345454431323862  # 'SEED128b': widens a 64-bit JAX key to two words.
+
+
 def key_seed(key: jax.Array) -> jax.Array:
-  """The 128-bit seed (uint64 ``[2]``) of a JAX PRNG key (typed or raw uint32)."""
+  """The 128-bit seed (uint64 ``[2]``, both words used) of a JAX PRNG key.
+
+  A key with 128 or more bits of data (e.g. ``impl='rbg'``) is folded into two
+  words by XOR. A default (threefry) JAX key holds only 64 bits: its two words are
+  widened with Threefry-2x64 keyed by them, so both seed words depend on the key.
+  The seed is then 128 bits wide but carries the key's 64 bits of entropy: in a
+  reproducible simulation the dealer's randomness is a function of the config seed
+  (docs/MPC.md §1a); the servers' coins use 128 bits of OS entropy each.
+  """
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   words = jnp.asarray(key).reshape(-1).astype(jnp.uint64)
   if words.shape[0] % 2:
     words = jnp.concatenate([words, jnp.zeros((1,), jnp.uint64)])
   pairs = words[0::2] | (words[1::2] << jnp.uint64(32))
+  if pairs.shape[0] == 1:
+    w0, w1 = threefry2x64(pairs[0], jnp.uint64(_WIDEN_TAG), jnp.uint64(0), jnp.uint64(1))
+    return jnp.stack([w0, w1])
   xor = lambda a: lax.reduce(a, jnp.uint64(0), lax.bitwise_xor, (0,))
   return jnp.stack([xor(pairs[0::2]), xor(pairs[1::2])])
 

@@ -1,4 +1,7 @@
-"""SPDZ2k authenticated shares, client input, masked opening and batched MAC check.
+"""SPDZ2k authenticated shares, client input, opening and batched MAC check (reference).
+
+The chunked round that training runs (``fused``, ``aggregator.apply``) uses these
+definitions through its own fused programs; tests compare the two bit for bit.
 
 Protocol: SPDZ2k (Cramer, Damgård, Escudero, Scholl, Xing, "SPDZ2k: Efficient MPC
 mod 2^k for Dishonest Majority", CRYPTO 2018) as MP-SPDZ implements it
@@ -103,15 +106,11 @@ def dealer_authenticate(key: jax.Array, x_ring: jax.Array,
                             spec)
 
 
-def _dealer_authenticated_random(key, mac_key_shares, shape, spec, top_only):
+def _dealer_authenticated_random(key, mac_key_shares, shape, spec):
   num_servers = mac_key_shares.shape[0]
   pool = sharing.random_ring_elements(
       key, (2 * num_servers - 1,) + tuple(shape), spec.ring_bits)
-  r = pool[0]
-  if top_only:  # 2^k · r' with r' = r >> k uniform in Z_2^s.
-    r = ring.mask_bits((r >> jnp.uint64(spec.k)) << jnp.uint64(spec.k),
-                       spec.ring_bits)
-  return _dealer_share_pair(pool[1:], r, dealer_mac_key(mac_key_shares, spec),
+  return _dealer_share_pair(pool[1:], pool[0], dealer_mac_key(mac_key_shares, spec),
                             spec)
 
 
@@ -128,18 +127,7 @@ def dealer_input_masks(key: jax.Array, mac_key_shares: jax.Array,
   Returns:
     ``AuthShares`` ``[servers, *shape]``.
   """
-  return _dealer_authenticated_random(key, mac_key_shares, shape, spec, False)
-
-
-def dealer_opening_masks(key: jax.Array, mac_key_shares: jax.Array,
-                         shape: tuple[int, ...], spec: ring.RingSpec) -> AuthShares:
-  """DEALER: authenticated [[2^k · r']] with r' ∈ Z_2^s uniform.
-
-  Added to a sum before it is opened, it makes the opened top s bits uniform
-  (they would otherwise carry the wrap-around carries of the sum, which depend on
-  the inputs); the low k bits, the result, are untouched.
-  """
-  return _dealer_authenticated_random(key, mac_key_shares, shape, spec, True)
+  return _dealer_authenticated_random(key, mac_key_shares, shape, spec)
 
 
 # --------------------------------------------------------------------------
@@ -254,29 +242,17 @@ def open_value(value_shares: jax.Array, spec: ring.RingSpec) -> jax.Array:
   return sharing.reconstruct(value_shares, spec.ring_bits)
 
 
-def masked_open(sum_shares: AuthShares, opening_mask: AuthShares,
-                spec: ring.RingSpec) -> tuple[jax.Array, AuthShares]:
-  """Opens y' = Σ x + 2^k·r'; the low k bits are the sum, the top s bits uniform.
-
-  Args:
-    sum_shares: [[Σ x]] ``[servers, ...]``.
-    opening_mask: [[2^k r']] ``[servers, ...]`` from the dealer.
-    spec: the ring.
-
-  Returns:
-    (opened y' ``[...]`` in Z_2^(k+s), the sharing [[y']] whose MACs get checked).
-  """
-  masked = add(sum_shares, opening_mask, spec)
-  return open_value(masked.value, spec), masked
-
-
 # --------------------------------------------------------------------------
 # Batched MAC check (SPDZ2k Π_MACCheck; MP-SPDZ MAC_Check_Z2k::Check).
 # --------------------------------------------------------------------------
 
 
 def coin_toss_contributions(key: jax.Array, num_servers: int) -> jax.Array:
-  """Each server's random seed for the joint coin toss: uint64 ``[servers]``."""
+  """Reference (tests only): seeds for a joint coin, uint64 ``[servers]``.
+
+  The aggregator's coin toss is ``coin.toss``: each server's own OS entropy,
+  committed and revealed after the opening; never a function of a JAX key.
+  """
   return sharing.random_ring_elements(key, (num_servers,), 64)
 
 
@@ -285,9 +261,7 @@ def joint_coin_key(contributions: jax.Array) -> jax.Array:
 
   In the protocol each server commits to its random seed after the opened
   values are fixed, then all reveal and the joint seed is the XOR (MP-SPDZ
-  ``Create_Random_Seed``); one honest server makes it uniform. The aggregator
-  draws the contributions only in the check step, after opening, and
-  adversaries never see them.
+  ``Create_Random_Seed``); one honest server makes it uniform (``coin.toss``).
 
   Args:
     contributions: uint64 ``[servers]``.
@@ -309,8 +283,9 @@ def mac_check_values(mac_shares: jax.Array, opened: jax.Array, chi: jax.Array,
   This is MP-SPDZ's ``MAC_Check_Z2k::Check`` for SPDZ2k shares, whose opened
   type is the full Z_2^(k+s) (``Spdz2kShare::open_type = Z2<K+S>``): there the
   extra [[r]] term of the check (which masks the share bits *above* the opened
-  part) is identically zero, because the top s bits were already masked at
-  opening by 2^k·r' (``masked_open``). Honest servers give Σ_i z_i =
+  part) is identically zero when the full k+s bits are opened; the top s bits of
+  an opened sum of input masks [[r_c]] + ε_c are uniform because r_c spans all k+s
+  bits (docs/MPC.md §3, step 7). Honest servers give Σ_i z_i =
   α·Σχ_j y'_j − α·Σχ_j y'_j = 0. An additive error δ_j on an opened value
   (or an error on a MAC share) survives only if Σ_j χ_j (α δ_j − Δm_j) ≡ 0
   mod 2^(k+s), probability ≈ 2^-s·(s+1) for δ_j ≢ 0 mod 2^k.

@@ -17,6 +17,8 @@ NUM_CLIENTS, NUM_PARAMS = 3, 4  # As in the other tests: shared compilations.
 
 
 def _make(mode, num_servers=3, **kwargs):
+  # Two of the three clients submit in most tests: the cohort floor is tested apart.
+  kwargs.setdefault('min_clients', 2)
   return aggregator_lib.SecureAggregator(spec=SPEC, num_servers=num_servers,
                                          max_weight=MAX_WEIGHT, mode=mode, **kwargs)
 
@@ -55,13 +57,30 @@ def test_weighted_mean_within_fixed_point_tolerance(mode, num_servers):
 
 
 @pytest.mark.parametrize('mode', aggregator_lib.MODES)
-def test_everybody_dropped_out_gives_zero_update(mode):
-  agg = _make(mode)
-  updates, _ = _inputs()
-  _, result = agg.apply(agg.init(jax.random.key(1)), updates,
-                        jnp.zeros(NUM_CLIENTS), jax.random.key(2), 0)
-  assert result.ok and float(result.total_weight) == 0.0
+def test_a_cohort_below_min_clients_opens_nothing(mode):
+  updates, weights = _inputs()  # Two clients submit.
+  agg = _make(mode, min_clients=3)
+  state = agg.init(jax.random.key(1))
+  new_state, result = agg.apply(state, updates, weights, jax.random.key(2), 0)
+  assert not result.ok
+  assert result.failure.startswith(aggregator_lib.COHORT_TOO_SMALL)
+  assert 'min_clients=3' in result.failure and '\n' not in result.failure
   np.testing.assert_array_equal(result.mean_update, np.zeros(NUM_PARAMS))
+  assert 'mpc/aggregation_s' not in result.stats  # Nothing was opened.
+  jax.tree.map(np.testing.assert_array_equal, new_state, state)
+  # Everybody dropped out: refused too, never an all-zero mean with ok=True.
+  _, result = _make(mode, min_clients=1).apply(state, updates, jnp.zeros(NUM_CLIENTS),
+                                               jax.random.key(2), 0)
+  assert not result.ok and result.failure.startswith(aggregator_lib.COHORT_TOO_SMALL)
+  # The step-by-step servers refuse the same cohort.
+  key = jax.random.key(2)
+  prep = agg.preprocess(state, key, NUM_CLIENTS, NUM_PARAMS + 1)
+  submission = agg.package_client_inputs(prep, updates, weights, key, 0)
+  _, result, _ = agg.aggregate(state, prep, submission, key, 0, NUM_PARAMS)
+  assert result.failure.startswith(aggregator_lib.COHORT_TOO_SMALL)
+  assert aggregator_lib.SecureAggregator(max_weight=1.0).min_clients == 3
+  with pytest.raises(ValueError, match='min_clients'):
+    aggregator_lib.SecureAggregator(max_weight=1.0, min_clients=0)
 
 
 def test_apply_is_deterministic_given_its_arguments():
@@ -88,9 +107,13 @@ def test_submission_for_the_wrong_round_is_rejected(mode):
   prep = agg.preprocess(state, key, NUM_CLIENTS, NUM_PARAMS + 1)
   stale = agg.package_client_inputs(prep, updates, weights, key, round_idx=4)
   with pytest.raises(aggregator_lib.SubmissionError,
-                     match=r'client\(s\) \[0, 2\].*round\(s\) \[4, 4\].*round 5'):
+                     match=r'client\(s\) \[0, 2\].*\(4, 0\), \(4, 0\).*round 5'):
     agg.aggregate(state, prep, stale, key, round_idx=5, num_params=NUM_PARAMS)
-  # The same submission in its own round is accepted.
+  # A submission for an earlier attempt at the same round (replayed after an abort).
+  retired = agg.retire_attempt(state)
+  with pytest.raises(aggregator_lib.SubmissionError, match=r'round 4, attempt 1'):
+    agg.aggregate(retired, prep, stale, key, round_idx=4, num_params=NUM_PARAMS)
+  # The same submission in its own round and attempt is accepted.
   _, result, _ = agg.aggregate(state, prep, stale, key, round_idx=4,
                                num_params=NUM_PARAMS)
   assert result.ok
@@ -195,7 +218,7 @@ def test_round_costs_formulas():
                                    + 2 * (32 + 16 + 16) + 2 * (32 + 8 + 16))
   assert mal.interaction_rounds == 6
   offline = costs.estimate_offline_phase(costs.num_preprocessed_masks(10, 1001))
-  assert offline['offline_masks'] == 11 * 1001
-  assert offline['offline_estimate_s'] == pytest.approx(11 * 1001 / 3000.0)
+  assert offline['offline_masks'] == 10 * 1001
+  assert offline['offline_estimate_s'] == pytest.approx(10 * 1001 / 3000.0)
   generic = costs.estimate_generic_mpc_training(1e6, 1000, 2)
   assert generic['generic_mpc_triples'] == 6e9

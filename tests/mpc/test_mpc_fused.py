@@ -116,9 +116,10 @@ def _assert_same_view(a, b):
 @pytest.mark.parametrize('mode', aggregator_lib.MODES)
 def test_chunked_apply_is_the_step_by_step_protocol_bit_for_bit(mode):
   updates, weights = _inputs()
+  # The servers' coins are OS entropy; the same injected stream makes views comparable.
   make = lambda **kw: aggregator_lib.SecureAggregator(
       spec=SPEC, num_servers=3, max_weight=MAX_WEIGHT, mode=mode, coalition=(0, 2),
-      record_view=True, **kw)
+      record_view=True, server_rng=np.random.default_rng(0), **kw)
   _, reference = _step_by_step(make(), updates, weights)
   assert reference.ok
   # 7 clients: one chunk, chunks of 1, 3 (7 = 3 + 3 + 1, last chunk overlaps).
@@ -154,15 +155,15 @@ def test_deviations_on_sums_match_deviations_on_shares(kind):
   weights = jnp.array([16.0, 4.0, 9.0])
   make = lambda: aggregator_lib.SecureAggregator(
       spec=SPEC, num_servers=3, max_weight=MAX_WEIGHT, num_params=4, coalition=(1,),
-      record_view=True, client_chunk=2,
+      record_view=True, client_chunk=2, server_rng=np.random.default_rng(0),
       adversary=adversary_lib.AdversarySpec(kind=kind, server=2, client=1,
                                             magnitude=12345))
-  agg = make()
+  agg, agg_b = make(), make()
   state_a = state_b = agg.init(jax.random.key(1))
   rounds = 2 if kind == 'replay_client' else 1
   for round_idx in range(rounds):
     state_a, fused_result = _run(agg, updates, weights, round_idx, state_a)
-    state_b, reference = _step_by_step(agg, updates, weights, round_idx, state_b)
+    state_b, reference = _step_by_step(agg_b, updates, weights, round_idx, state_b)
     _assert_same_view(fused_result.view, reference.view)
     # Replay is honest in the first round (nothing to replay); then all abort.
     assert fused_result.ok == reference.ok == (round_idx < rounds - 1)
@@ -212,7 +213,7 @@ def test_chunk_program_writes_no_per_client_arrays():
   weights = jnp.ones((8,), jnp.float32)
   temps = []
   with jax.enable_x64(True):
-    seeds, _, _ = aggregator_lib.round_seeds(jax.random.key(0), 8, 3, 'privateyes')
+    seeds = aggregator_lib.round_seeds(jax.random.key(0), 0, 8, 3, 'privateyes')
     acc, stats = fused.init_accumulators('privateyes', SPEC, 3, num_params + 1, 8)
     for chunk in (2, 8):
       compiled = fused.accumulate.lower(
@@ -249,12 +250,12 @@ def test_seed_compressed_costs_are_reported():
   elements = NUM_PARAMS + 1
   assert result.stats['mpc/client_upload_bytes'] == elements * 4 + 2 * costs.SEED_BYTES
   assert result.stats['mpc/client_upload_bytes_uncompressed'] == 3 * elements * 4
-  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 11 * (2 * 16 + 2 * 1001 * 8)
+  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 10 * (2 * 16 + 2 * 1001 * 8)
 
 
 @pytest.mark.parametrize('kind', ['none', 'add_error'])
-def test_streamed_opening_and_check_equal_the_materialised_ones(kind):
-  """Training (no view) never writes [[2^k r']] out; same y' and z bit for bit."""
+def test_opening_and_check_with_and_without_a_view_agree(kind):
+  """Training (no view) skips the opened shares; same y, MAC shares and z bit for bit."""
   agg = aggregator_lib.SecureAggregator(
       spec=SPEC, num_servers=3, max_weight=MAX_WEIGHT,
       adversary=adversary_lib.AdversarySpec(kind=kind, server=1, magnitude=99))
@@ -262,8 +263,7 @@ def test_streamed_opening_and_check_equal_the_materialised_ones(kind):
   updates = jax.random.normal(jax.random.key(5), (3, 4)) * 0.2
   weights = jnp.array([16.0, 4.0, 9.0])
   with jax.enable_x64(True):
-    seeds, opening_seeds, check = aggregator_lib.round_seeds(
-        jax.random.key(2), 3, 3, 'privateyes')
+    seeds = aggregator_lib.round_seeds(jax.random.key(2), state.attempt, 3, 3, 'privateyes')
     _, stats = fused.init_accumulators('privateyes', SPEC, 3, 5, 3)
     acc, _, _ = fused.accumulate(None, stats, updates, jnp.int32(0), weights, seeds,
                                  jnp.float32(MAX_WEIGHT), jnp.int32(0),
@@ -271,17 +271,28 @@ def test_streamed_opening_and_check_equal_the_materialised_ones(kind):
                                  prg=agg.prg, chunk=3, num_clients=3)
     previous = jnp.zeros((5, 2), jnp.uint32)
     target = fused.TargetRows(updates, jnp.int32(0), weights, seeds)
-    outs = [fused.finalize(acc, state.mac_key_shares, opening_seeds, check,
-                           jnp.float32(MAX_WEIGHT), agg.adversary.params(),
-                           target if kind != 'none' else None, previous, previous,
-                           state.has_previous, mode='privateyes', spec=SPEC,
-                           num_servers=3, prg=agg.prg,
-                           adversarial=kind != 'none', with_view=view)[0]
-            for view in (False, True)]
-  for name in ('opened', 'check_values', 'nonces', 'mean', 'total_weight'):
+    static = dict(mode='privateyes', spec=SPEC, num_servers=3)
+    if kind == 'none':
+      outs = [fused.local_sums_and_open(acc, state.mac_key_shares, jnp.float32(MAX_WEIGHT),
+                                        with_view=view, **static)
+              for view in (False, True)]
+    else:
+      outs = [fused.deviating_sums_and_open(
+          acc, state.mac_key_shares, jnp.float32(MAX_WEIGHT), agg.adversary.params(),
+          target, previous, previous, state.has_previous, with_view=view, prg=agg.prg,
+          **static)[0] for view in (False, True)]
+    np.testing.assert_array_equal(
+        outs[0].opened, ring.mask_bits(jnp.sum(outs[1].opened_shares, axis=0,
+                                               dtype=jnp.uint64), SPEC.ring_bits))
+    joint = jnp.asarray([3, 4], jnp.uint64)
+    z = [fused.check_values(o.mac_shares, o.opened, state.mac_key_shares, joint,
+                            spec=SPEC, with_view=False)[0] for o in outs]
+  assert outs[0].opened_shares is None
+  for name in ('opened', 'mac_shares', 'mean', 'total_weight', 'weight_sum'):
     np.testing.assert_array_equal(getattr(outs[0], name), getattr(outs[1], name),
                                   err_msg=name)
-  z_sum = int(np.sum(np.asarray(outs[0].check_values), dtype=np.uint64))
+  np.testing.assert_array_equal(z[0], z[1])
+  z_sum = int(np.sum(np.asarray(z[0]), dtype=np.uint64)) % (1 << SPEC.ring_bits)
   assert (z_sum == 0) == (kind == 'none')
 
 
@@ -295,7 +306,8 @@ def test_dealer_and_online_phases_equal_the_one_pass_sums():
   # (rows 8-10 are computed by chunks 2 and 3; 9 is added by chunk 3 only).
   weights = jnp.array([16.0, 0.0, 4.0, 9.0, 1.0, 2.0, 3.0, 5.0, 0.0, 0.0, 7.0])
   with jax.enable_x64(True):
-    seeds, _, _ = aggregator_lib.round_seeds(jax.random.key(4), num_clients, 3, 'privateyes')
+    seeds = aggregator_lib.round_seeds(jax.random.key(4), 0, num_clients, 3,
+                                       'privateyes')
     static = dict(mode='privateyes', spec=SPEC, num_servers=3, prg='threefry2x64',
                   chunk=chunk, num_clients=num_clients)
 

@@ -21,16 +21,15 @@ def _ints(v) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=('num_servers', 'spec'))
 def _privateyes_sum(key, x_ring, submitted, num_servers, spec):
-  """Dealer, client input, local sum, masked open and check values of one round."""
+  """Dealer, client input, local sum, opening and check values of one round."""
   keys = jax.random.split(key, 5)
   alpha = spdz2k.dealer_mac_key_shares(keys[0], num_servers, spec)
   masks = spdz2k.dealer_input_masks(keys[1], alpha, x_ring.shape, spec)
-  opening = spdz2k.dealer_opening_masks(keys[2], alpha, x_ring.shape[1:], spec)
   r_client = spdz2k.open_mask_to_client(masks.value, spec)
   epsilon = spdz2k.client_masked_input(x_ring, r_client, spec)
   inputs = spdz2k.input_from_masked(masks, epsilon, alpha, spec)
   total = spdz2k.sum_over_clients(inputs, submitted, spec)
-  opened, masked = spdz2k.masked_open(total, opening, spec)
+  opened, masked = spdz2k.open_value(total.value, spec), total
   chi = spdz2k.check_coefficients(spdz2k.joint_coin_key(
       spdz2k.coin_toss_contributions(keys[3], num_servers)),
                                   opened.shape, spec)
@@ -84,21 +83,20 @@ def test_opened_sum_is_the_plaintext_ring_sum_bit_for_bit(
   assert sum(_ints(z)) % 2**(k + s) == 0
 
 
-def test_opening_mask_hides_the_carries_in_the_top_bits():
-  """Σ of C copies of -1 ≡ 2^k - 1 carries C-1 into bit k; 2^k r' must hide it."""
+def test_top_bits_of_the_opened_sum_are_uniform_without_an_opening_mask():
+  """Σ of C copies of -1 ≡ 2^k - 1 carries C-1 into bit k of the plain integer sum; the
+  opened sum of [[r_c]] + ε_c carries Σ r_c's uniform top bits instead. This is why the
+  protocol opens without SPDZ2k's [[2^k r']] (docs/MPC.md §3, step 7)."""
   spec = ring.RingSpec()
   num_clients, num_elements = 3, 4096
   with jax.enable_x64(True):
     x_ring = jnp.full((num_clients, num_elements), 2**spec.k - 1, jnp.uint64)
     submitted = jnp.ones(num_clients, bool)
-    opened, masked, _, _ = _privateyes_sum(jax.random.key(3), x_ring, submitted, 3,
-                                           spec)
+    opened, _, _, _ = _privateyes_sum(jax.random.key(3), x_ring, submitted, 3, spec)
     top = np.asarray(opened >> jnp.uint64(spec.k))
-    # Without the mask, the opened value would be the plain sum:
-    unmasked = _ints(x_ring).sum(axis=0) % 2**spec.ring_bits
-  assert set(int(v) >> spec.k for v in unmasked) == {num_clients - 1}
-  np.testing.assert_array_equal(_ints(opened) % 2**spec.k,
-                                unmasked % 2**spec.k)
+    plain = _ints(x_ring).sum(axis=0) % 2**spec.ring_bits
+  assert set(int(v) >> spec.k for v in plain) == {num_clients - 1}
+  np.testing.assert_array_equal(_ints(opened) % 2**spec.k, plain % 2**spec.k)
   counts = np.bincount((top >> np.uint64(spec.s - 4)).astype(np.int64),
                        minlength=16)
   assert stats.chisquare(counts).pvalue > 1e-4
