@@ -199,7 +199,7 @@ def _estimate(client, rounds: Sequence[OpenedRound], v: np.ndarray) -> Differenc
 
 
 def differencing_targets(rounds: Sequence[OpenedRound], method: str = 'pairs',
-                         tolerance: float = 1e-6) -> DifferencingResult:
+                         tolerance: float = 1e-6, window: int = 0) -> DifferencingResult:
   """Per client, the update the coalition isolates from opened aggregates (module docstring).
 
   Args:
@@ -209,6 +209,10 @@ def differencing_targets(rounds: Sequence[OpenedRound], method: str = 'pairs',
       the minimum-norm combination of all rounds that isolates the target (also
       under a fixed cohort size, where pairs do not occur).
     tolerance: max residual of Mᵀv = e_t for a target to count as isolated (lstsq).
+    window: lstsq only: > 0 solves within every run of ``window`` consecutive
+      rounds and keeps, per target, the isolating window with the least drift of
+      the global model (fewer rounds, closer models: a better approximation);
+      0 solves over all rounds at once.
 
   Returns:
     `DifferencingResult` (targets keyed by client name; ``usable_pairs`` counts the
@@ -243,14 +247,24 @@ def differencing_targets(rounds: Sequence[OpenedRound], method: str = 'pairs',
       v[index[ra]], v[index[rb]] = 1.0, -1.0
       targets[t] = _estimate(t, rounds, v)
   else:
-    m = np.array([[c in r.cohort for c in clients] for r in rounds], np.float64)  # [R, N]
-    pinv = np.linalg.pinv(m.T)  # [R, N]: v = pinv @ e_t.
-    for j, t in enumerate(clients):
-      v = pinv[:, j]
-      e = np.zeros(len(clients))
-      e[j] = 1.0
-      if np.abs(m.T @ v - e).max() <= tolerance:
-        targets[t] = _estimate(t, rounds, v)
+    if window < 0:
+      raise ValueError(f'window must be >= 0, got {window}.')
+    order = sorted(range(len(rounds)), key=lambda i: rounds[i].round)
+    size = window if 0 < window < len(rounds) else len(rounds)
+    for start in range(len(rounds) - size + 1):
+      rows = order[start:start + size]
+      m = np.array([[c in rounds[i].cohort for c in clients] for i in rows], np.float64)
+      pinv = np.linalg.pinv(m.T)  # [rows, N]: v = pinv @ e_t, minimum norm.
+      for j, t in enumerate(clients):
+        e = np.zeros(len(clients))
+        e[j] = 1.0
+        if np.abs(m.T @ pinv[:, j] - e).max() > tolerance:
+          continue
+        v = np.zeros(len(rounds))
+        v[rows] = pinv[:, j]
+        est = _estimate(t, rounds, v)
+        if t not in targets or est.drift < targets[t].drift:
+          targets[t] = est
   return DifferencingResult(targets=targets, usable_pairs=len(pairs), pairs=tuple(pairs),
                             method=method, clients=clients)
 

@@ -120,3 +120,18 @@ def test_differencing_a_recorded_privateyes_run(fixed_model_run):
   assert sybil[0]['cosine'] > 0.9999 and sybil[0]['max_abs_error'] < 1e-3
   flat = ravel_pytree(sybil[0]['update'])[0]
   assert flat.shape == ravel_pytree(recorded.global_params)[0].shape
+
+
+def test_windowed_least_squares_prefers_the_least_drift():
+  """Kills: a window search that keeps the first isolating window instead of the one
+  whose global models are closest."""
+  updates, weights = _updates_and_weights(2)
+  cohorts = ['abc', 'abd', 'acd', 'bcd'] * 2
+  thetas = [np.full(P, 10.0 * i) for i in range(4)] + [np.full(P, 100.0)] * 4
+  rounds = [_round(i + 1, c, updates, weights, theta=th)
+            for i, (c, th) in enumerate(zip(cohorts, thetas))]
+  out = differencing.differencing_targets(rounds, 'lstsq', window=4)
+  assert sorted(out.targets) == list(CLIENTS)
+  for t, est in out.targets.items():
+    assert est.drift == 0.0 and est.rounds == (5, 6, 7, 8), (t, est.rounds)
+    np.testing.assert_allclose(est.update, updates[t], rtol=1e-5, atol=1e-5)
