@@ -279,3 +279,48 @@ def make_trainer(model, optimizer_config, *, steps: int, batch_size: int) -> Tra
     return params
 
   return train
+
+
+# ----------------------------------------------------------------------------- a recorded run
+def output_model_membership(recorded, shadow_people: Sequence[base.PersonData], *,
+                            num_shadows: int = 8, shadow_steps: int = 0, seed: int = 0,
+                            train_fn: TrainFn | None = None, **summary_kwargs) -> dict:
+  """Both attacks on a run's output model: its training people vs its held-out people.
+
+  Args:
+    recorded: `pipeline.load_round` of the run (any threat model: the output
+      model ``recorded.output_params`` is what everyone sees; use the last round).
+    shadow_people: auxiliary people, neither training nor held-out people of the
+      run (e.g. `gan_prior.aux_dataset`'s, or another dataset's).
+    num_shadows: LiRA's shadow models (even).
+    shadow_steps: optimizer steps of each default shadow (0: the run's
+      ``fl.rounds × fl.local_steps``, the steps each client's data saw).
+    seed: shadows' seed and bootstrap seed.
+    train_fn: the shadow trainer; default `make_trainer` with the run's model,
+      client optimizer and batch size (centralized: a stand-in for the run's
+      federated training).
+    **summary_kwargs: passed to `auc_summary`.
+
+  Returns:
+    ``{'loss_threshold': ..., 'lira': ...}``, each as `loss_threshold` / `lira`
+    return, plus ``'members'`` and ``'nonmembers'`` (person names).
+  """
+  from privateyes_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.models import gaze as gaze_models  # pylint: disable=g-import-not-at-top
+  config = recorded.config
+  dataset = data_lib.load_dataset(config.data)
+  train_people, test_people = data_lib.split_people(dataset, config.data)
+  members, nonmembers = list(train_people.people), list(test_people.people)
+  predict = training.predict_fn(recorded.apply_fn)
+  if train_fn is None:
+    steps = shadow_steps or config.fl.rounds * config.fl.local_steps
+    train_fn = make_trainer(gaze_models.build_model(config.model), config.optimizer,
+                            steps=steps, batch_size=config.batch_size)
+  label_kind = dataset.label_kind
+  return {
+      'loss_threshold': loss_threshold(predict, recorded.output_params, members, nonmembers,
+                                       label_kind, seed=seed, **summary_kwargs),
+      'lira': lira(predict, recorded.output_params, members, nonmembers, shadow_people,
+                   train_fn, num_shadows=num_shadows, seed=seed, label_kind=label_kind,
+                   **summary_kwargs),
+      'members': [p.person for p in members], 'nonmembers': [p.person for p in nonmembers]}

@@ -93,3 +93,21 @@ def test_lira_scores_null_and_signal():
   # The uncalibrated loss threshold does worse: difficulty (sd 1) swamps the effect.
   raw = membership.auc_summary(-target[member], -target[~member])
   assert raw['auc'] < signal['auc']
+
+
+def test_output_model_membership_of_a_recorded_run(recorded_runs):
+  """Wiring on a real (tiny) run: its 4 training people vs its 2 held-out people."""
+  from privateyes_jax.attacks import pipeline  # pylint: disable=g-import-not-at-top
+  recorded = pipeline.load_round(recorded_runs[1])  # PrivatEyes: the output model only.
+  aux = synthetic.make_dataset(2, 8, seed=5, first_person=40).people
+  out = membership.output_model_membership(recorded, aux, num_shadows=2, shadow_steps=5,
+                                           num_bootstrap=200)
+  assert out['members'] == ['p00', 'p01', 'p02', 'p03'] and out['nonmembers'] == ['p04', 'p05']
+  for name in ('loss_threshold', 'lira'):
+    s = out[name]
+    assert 0.0 <= s['auc_ci95'][0] <= s['auc_ci95'][1] <= 1.0 and 0.0 <= s['auc'] <= 1.0
+    assert 0 < s['p_value'] <= 1
+    assert s['num_members'] == 4 and s['num_nonmembers'] == 2
+  with pytest.raises(ValueError, match='candidates too'):
+    membership.output_model_membership(recorded, synthetic.make_dataset(1, 8).people,
+                                       num_shadows=2, shadow_steps=2)
