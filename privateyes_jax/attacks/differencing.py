@@ -277,6 +277,35 @@ def unravel_like(flat: np.ndarray, params_template: PyTree) -> PyTree:
   return unravel(jnp.asarray(flat, jnp.float32))
 
 
+def attack_inputs(run_dir: str, method: str = 'lstsq', window: int = 0) -> tuple[Any, dict]:
+  """What the pipeline attacks for row (b): per isolated client, a plain-FL-like target.
+
+  Args:
+    run_dir: a PrivatEyes run trained with ``record_views='all'`` and client subsampling.
+    method, window: see `differencing_targets`.
+
+  Returns:
+    ``(recorded, targets)``: ``recorded`` is `pipeline.load_round` of the last round
+    (apply_fn, config, federation); ``targets[name] = {'person': PersonData,
+    'global_params': pytree, 'update': pytree, 'estimate': DifferencedUpdate}``, to
+    be attacked like an individual update from ``global_params`` and scored
+    against ``person`` (`evaluation.evaluate_people`), in federation order.
+  """
+  from privateyes_jax.attacks import pipeline  # pylint: disable=g-import-not-at-top
+  recorded = pipeline.load_round(run_dir)
+  result = differencing_targets(opened_rounds(run_dir), method, window=window)
+  by_name = {p.person: p for p in _federation_people(recorded)}
+  template = recorded.global_params
+  targets = {}
+  for name in recorded.federation:
+    if name in result.targets:
+      est = result.targets[name]
+      targets[name] = {'person': by_name[name], 'estimate': est,
+                       'global_params': unravel_like(est.global_params, template),
+                       'update': unravel_like(est.update, template)}
+  return recorded, targets
+
+
 # ----------------------------------------------------------------------------- Sybils
 def sybil_recover(weighted_sum: np.ndarray, weight_sum: float, sybil_updates: np.ndarray,
                   sybil_weights: np.ndarray, max_weight: float) -> tuple[np.ndarray, float]:

@@ -115,6 +115,11 @@ def test_differencing_a_recorded_privateyes_run(fixed_model_run):
     assert weight == 64 and est.weight == pytest.approx(1.0, abs=1e-4)
     assert est.drift < 1e-20  # Server lr 1e-30.
     np.testing.assert_allclose(est.update, truth, atol=2e-4)
+  _, inputs = differencing.attack_inputs(fixed_model_run, 'lstsq')
+  assert sorted(inputs) == sorted(out.targets)
+  for name, target in inputs.items():
+    assert target['person'].person == name
+    np.testing.assert_array_equal(ravel_pytree(target['update'])[0], out.targets[name].update)
   # Sybils on the last recorded round: every client's update, recovered exactly.
   sybil = differencing.sybil_targets(recorded, jax.random.PRNGKey(3), max_people=1)
   assert sybil[0]['cosine'] > 0.9999 and sybil[0]['max_abs_error'] < 1e-3
