@@ -384,7 +384,7 @@ def sybil_round(aggregator, target_update: np.ndarray, target_weight: float, *,
 
 
 def honest_update(run_config, apply_fn, global_params: PyTree, people, client: int,
-                  round_idx: int) -> tuple[np.ndarray, float]:
+                  round_idx: int, *, store=None, local_train=None) -> tuple[np.ndarray, float]:
   """The individual update client ``client`` would compute in round ``round_idx`` (0-based).
 
   Repeats the engine's local training (`executors.make_local_train` with the run's
@@ -396,6 +396,8 @@ def honest_update(run_config, apply_fn, global_params: PyTree, people, client: i
     run_config: the run's config.
     people: the federation's people, in the engine's client order.
     client: index of the target in ``people``.
+    store, local_train: `client_data.make_store(people)` and the jitted
+      `executors.make_local_train`, to reuse across calls (built here if None).
 
   Returns:
     ``(Δ [P] float32, weight)``.
@@ -403,12 +405,14 @@ def honest_update(run_config, apply_fn, global_params: PyTree, people, client: i
   from privateyes_jax import training  # pylint: disable=g-import-not-at-top
   from privateyes_jax.federated import client_data  # pylint: disable=g-import-not-at-top
   from privateyes_jax.federated import executors  # pylint: disable=g-import-not-at-top
-  store = client_data.make_store(people)
-  local_train = executors.make_local_train(apply_fn, training.make_optimizer(run_config.optimizer))
+  store = store if store is not None else client_data.make_store(people)
+  if local_train is None:
+    local_train = jax.jit(executors.make_local_train(
+        apply_fn, training.make_optimizer(run_config.optimizer)))
   indices, mask = client_data.round_indices(run_config.seed, round_idx, np.array([client]),
                                             store.num_samples, run_config.fl.local_steps,
                                             run_config.batch_size)
-  delta, _, weight = jax.jit(local_train)(global_params, store.arrays(), jnp.int32(client),
+  delta, _, weight = local_train(global_params, store.arrays(), jnp.int32(client),
                                           jnp.asarray(indices[0]), jnp.asarray(mask[0]))
   return np.asarray(delta, np.float32), float(weight)
 
@@ -446,10 +450,17 @@ def sybil_targets(recorded, key: jax.Array, num_sybils: int | None = None,
   people = _federation_people(recorded)
   clients = recorded.clients[:max_people] if max_people else recorded.clients
   sybils = num_sybils if num_sybils is not None else max(len(recorded.clients) - 1, 1)
+  from privateyes_jax import training  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.federated import client_data  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.federated import executors  # pylint: disable=g-import-not-at-top
+  store = client_data.make_store(people)
+  local_train = jax.jit(executors.make_local_train(recorded.apply_fn,
+                                                   training.make_optimizer(config.optimizer)))
   out = []
   for i, person in enumerate(clients):
     update, weight = honest_update(config, recorded.apply_fn, recorded.global_params, people,
-                                   federation.index(person.person), recorded.round - 1)
+                                   federation.index(person.person), recorded.round - 1,
+                                   store=store, local_train=local_train)
     r = sybil_round(aggregator, update, weight, num_sybils=sybils,
                     key=jax.random.fold_in(key, i), round_idx=recorded.round - 1)
     out.append({'client': person.person, 'update': unravel_like(r['recovered'],
