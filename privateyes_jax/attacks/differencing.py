@@ -133,8 +133,8 @@ def opened_rounds(run_dir: str) -> list[OpenedRound]:
     raise pipeline.ViewError(
         f'{run_dir!r} recorded {len(rounds)} round(s); round differencing needs every round '
         '(train with --config.record_views=all and fl.client_fraction < 1).')
-  return [opened_round_from_view(pipeline._open_view(run_dir, config, r), config)  # pylint: disable=protected-access
-          for r in rounds]
+  open_view = pipeline._open_view  # pylint: disable=protected-access  (its checks, reused)
+  return [opened_round_from_view(open_view(run_dir, config, r), config) for r in rounds]
 
 
 # ----------------------------------------------------------------------------- differencing

@@ -165,8 +165,10 @@ def make_inversion(apply_fn: Callable, config: ml_collections.ConfigDict,
             'match': match, 'tv': tv}
 
   def run(key, params, observed_update, head_pose=None):
-    dualview._check_update(observed_update, params, 'observed_update')  # pylint: disable=protected-access
-    target = dualview._select(observed_update, layers)  # pylint: disable=protected-access
+    # pylint: disable=protected-access  (DualView's own checks: one way to do each thing)
+    dualview._check_update(observed_update, params, 'observed_update')
+    target = dualview._select(observed_update, layers)
+    # pylint: enable=protected-access
     if float(dualview.tree_norm(target)) == 0.0:
       raise ValueError('The observed update is zero on the matched layers; nothing to invert.')
     head_pose = (jnp.zeros((K, 2), jnp.float32) if head_pose is None

@@ -49,7 +49,7 @@ TrainFn = Callable[[jax.Array, Sequence[base.PersonData]], PyTree]
 # ----------------------------------------------------------------------------- scores and AUC
 def person_losses(predict, params: PyTree, people: Sequence[base.PersonData],
                   batch_size: int = 512) -> np.ndarray:
-  """Each person's mean training loss (L1 of (pitch, yaw) or screen target, `training.loss_fn`): ``[n]``.
+  """Each person's mean training loss ``[n]`` (`training.loss_fn`'s L1, gaze or screen labels).
 
   ``predict`` is `training.predict_fn(model.apply)` (jitted). Batches are at most the
   largest person's sample count (one compiled shape, no padding of small people to 512).
