@@ -53,6 +53,9 @@ SUMMARY_FILE = 'summary.json'
 CHECKPOINT_DIR = 'checkpoints'
 TENSORBOARD_DIR = 'tensorboard'
 VIEWS_DIR = 'views'  # What the federated engine records for the DualView attack.
+# Secure-aggregation attempts retired by an abort (checkpoints cannot be rewritten at the
+# same step, so the engine records them here and applies them after a restore).
+RETIRED_ATTEMPTS_FILE = 'mpc_retired_attempts.json'
 
 
 class WorkdirError(ValueError):
@@ -298,7 +301,7 @@ class Workdir:
   @staticmethod
   def clear(path: str) -> None:
     """Deletes a previous run's outputs from ``path`` (only files this module writes)."""
-    for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE):
+    for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, RETIRED_ATTEMPTS_FILE):
       if os.path.exists(os.path.join(path, name)):
         os.remove(os.path.join(path, name))
     for name in (CHECKPOINT_DIR, TENSORBOARD_DIR, VIEWS_DIR):

@@ -311,7 +311,7 @@ def mpc_summary(rows: list[dict], multiplies_per_sample: float | None,
 # An aborted MPC attempt must never be repeated (docs/MPC.md §4a): the aggregator
 # advances its attempt counter on abort, and since the checkpoint of the last good
 # round cannot be rewritten, the counter is kept next to it and applied on resume.
-RETIRED_ATTEMPTS_FILE = 'mpc_retired_attempts.json'
+RETIRED_ATTEMPTS_FILE = workdir_lib.RETIRED_ATTEMPTS_FILE
 
 
 def _record_retired_attempts(workdir: Workdir, agg_state) -> None:
