@@ -354,6 +354,9 @@ def evaluate(path: str, step: int | None = None,
   else:
     _, val, test = data_lib.split_people_val(dataset, data)
     evaluated = test if people == 'test' else val
+    if evaluated is None:
+      raise ValueError('The data config has no validation people (data.num_val_people=0); '
+                       'evaluate people="test" or "all", or override data.num_val_people.')
   predict = training.predict_fn(gaze_models.build_model(config.model).apply,
                                 label_scaling.load(path))
   try:

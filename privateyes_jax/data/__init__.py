@@ -53,6 +53,8 @@ def split_people_val(dataset: GazeDataset,
                      data_config) -> tuple[GazeDataset, GazeDataset, GazeDataset]:
   """(train, validation, test) people under ``data_config.protocol``; disjoint.
 
+  The validation people are None when there are none (``num_val_people=0``).
+
   * ``holdout``: the last ``num_test_people`` people are the test people and the
     ``num_val_people`` before them the validation people.
   * ``loo``: leave-one-person-out; person ``fold`` is the test person and the
@@ -85,4 +87,4 @@ def split_people_val(dataset: GazeDataset,
     raise ValueError(f'data.num_val_people={v} leaves no training person: {n} people, '
                      f'{len(test)} test.')
   train = [i for i in range(n) if i not in test and i not in val]
-  return dataset.select(train), dataset.select(val), dataset.select(test)
+  return dataset.select(train), dataset.select(val) if val else None, dataset.select(test)

@@ -223,7 +223,8 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
   num_runs = len(runs)
   data = load_data(base, data_cache)
   dataset, train_people, test_people = data.dataset, data.train_people, data.test_people
-  people, store, val = data.clients, data.store, list(data.val_people.people)
+  people, store, val = data.clients, data.store, (
+      list(data.val_people.people) if data.val_people is not None else [])
   num_clients = store.num_clients
   k = server_lib.clients_per_round(fl, num_clients)
   model = gaze_models.build_model(base.model)
