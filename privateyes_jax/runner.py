@@ -100,9 +100,9 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
                           val_people=val_people)
   summary['total_time_s'] = time.perf_counter() - t0
   wd.write_summary(summary)
-  logging.info('%s on %s: held-out error %.3f (mean predictor %.3f)', summary['method'],
-               summary['dataset'], summary['test_error'],
-               summary['baseline_mean_predictor_error'])
+  logging.info('%s on %s: test error %.3f (mean predictor %.3f), validation error %s',
+               summary['method'], summary['dataset'], summary['test_error'],
+               summary['baseline_mean_predictor_error'], summary['val_error'])
   return summary
 
 
