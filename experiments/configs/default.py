@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.normalized_distance_mm = 0.0  # Raw MPIIFaceGaze normalisation distance.
   # Label standardisation (privateyes_jax/label_scaling.py): train on (y - offset) / scale,
   # report errors in the dataset's unit. 'auto': screen labels yes, gaze (radians) no;
-  # 'on'; 'off'. Declare a public scale (and offset), e.g. label_scale=(150., 100.), to
+  # 'on'; 'off'. Declare a public scale (and offset), e.g. label_scale=(150., 100.) or (150.,), to
   # compute nothing from the labels; otherwise the run's own aggregation computes them
   # before round 1 from per-client means divided by the public label_bound.
   c.data.label_standardize = 'auto'
