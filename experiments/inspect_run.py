@@ -50,8 +50,9 @@ _OTHER = flags.DEFINE_string('other', None, 'diff: the second run; default --wor
 _OTHER_STEP = flags.DEFINE_integer('other_step', None,
                                    'diff: step of --other; default its latest.')
 _OUT = flags.DEFINE_string('out', None, 'export: the .npz file to write.')
-_PEOPLE = flags.DEFINE_enum('people', 'test', ['test', 'all'],
-                            'evaluate: the held-out people of the data config, or all.')
+_PEOPLE = flags.DEFINE_enum('people', 'test', ['test', 'val', 'all'],
+                            'evaluate: the test people of the data config, its validation '
+                            'people (data.num_val_people), or all.')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'evaluate: a config file whose data section names the dataset.',
     lock_config=True)

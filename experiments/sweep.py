@@ -4,8 +4,9 @@ privateyes_jax.sweeps).
   python -m experiments.sweep --config=experiments/configs/sweep.py:tiny --workdir=/tmp/sweep \
       --config.sweep.grid='optimizer.learning_rate=0.02,0.05;seed=0,1'
 
-Prints the results table (also in <workdir>/results.md) and writes the best run's
-config to <workdir>/best_config.py. Re-running the same command resumes an
+Prints the results table (also in <workdir>/results.md), ranked by the validation
+people's error (``data.num_val_people`` >= 1) with the test error beside it, and writes
+the run chosen on validation error to <workdir>/best_config.py. Re-running the same command resumes an
 interrupted sweep and reuses finished runs.
 """
 

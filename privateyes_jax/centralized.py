@@ -53,8 +53,13 @@ def check_finite(losses: list, first_step: int) -> None:
 
 
 def train(config, workdir: Workdir, model, train_people, test_people, label_kind: str,
-          halt_after: int | None = None) -> dict:
-  """Trains the centralized baseline; returns the summary fields of this method."""
+          halt_after: int | None = None, *, val_people=None, label_scaling=None) -> dict:
+  """Trains the centralized baseline; returns the summary fields of this method.
+
+  ``train_people`` carry the labels training sees (standardised by ``label_scaling``,
+  `privateyes_jax.label_scaling`); predictions are mapped back to the dataset's unit
+  before the test (and validation) people's errors are computed.
+  """
   pooled = data_lib.pool(train_people.people)
   optimizer = training.make_optimizer(config.optimizer, config.train.steps)
   batches = PooledBatches(pooled, config.batch_size, config.seed)
@@ -68,7 +73,8 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     workdir.truncate_metrics('step', latest)
   step = int(state['step'])
   update = jax.jit(training.make_update_fn(model.apply, optimizer))
-  predict = training.predict_fn(model.apply)
+  predict = training.predict_fn(model.apply, label_scaling)
+  val = list(val_people.people) if val_people is not None else []
   total = config.train.steps
   progress = progress_lib.Progress('centralized', total, start=step)
   params, opt_state = state['params'], state['opt_state']
@@ -86,13 +92,15 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     if step % config.train.eval_every == 0 or step == total:
       check_finite(losses, step - len(losses))
       errors = training.evaluate_people(predict, params, test_people.people, label_kind)
+      val_errors = training.evaluate_people(predict, params, val, label_kind)
       now = time.perf_counter()
       elapsed += now - t_last
       t_last = now
       workdir.append_metrics({
           'step': step, 'train_loss': float(np.mean(jax.device_get(losses))),
           'test_error': float(np.mean(list(errors.values()))),
-          'per_person_error': errors, 'seconds': elapsed})
+          'per_person_error': errors, 'seconds': elapsed,
+          **({'val_error': training.mean_error(val_errors)} if val else {})})
       workdir.save(step, {'params': params, 'opt_state': opt_state,
                           'step': np.asarray(step, np.int64), 'elapsed_s': np.asarray(elapsed, np.float64)})
       losses = []
@@ -100,7 +108,9 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       return {'halted_at_step': step}
   if errors is None:  # Resumed from the final checkpoint: evaluate it again.
     errors = training.evaluate_people(predict, params, test_people.people, label_kind)
+    val_errors = training.evaluate_people(predict, params, val, label_kind)
   return {
+      'val_error': training.mean_error(val_errors), 'per_person_val_error': val_errors,
       'steps': step, 'per_person_error': errors,
       'test_error': float(np.mean(list(errors.values()))),
       'wall_time_s': elapsed, 'params': params,

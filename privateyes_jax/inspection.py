@@ -329,23 +329,36 @@ def evaluate(path: str, step: int | None = None,
       default the run's own.
     data_overrides: ``{'num_people': 10}``-style changes to that data config.
     people: ``'test'`` (the people held out by the data config's protocol, what the
-      run reports as ``test_error``) or ``'all'``.
+      run reports as ``test_error``), ``'val'`` (its validation people, ``val_error``)
+      or ``'all'``.
+
+  Predictions are mapped back to the dataset's unit with the label scaling the run
+  recorded (``label_scaling.json``; `privateyes_jax.label_scaling`).
 
   Local-only runs are evaluated as the run does: each person's error averaged over
   the clients' models.
   """
   from privateyes_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from privateyes_jax import label_scaling  # pylint: disable=g-import-not-at-top
   from privateyes_jax import training  # pylint: disable=g-import-not-at-top
   from privateyes_jax.federated import engine  # pylint: disable=g-import-not-at-top
   from privateyes_jax.models import gaze as gaze_models  # pylint: disable=g-import-not-at-top
-  if people not in ('test', 'all'):
-    raise ValueError(f'people must be "test" or "all", got {people!r}.')
+  if people not in ('test', 'val', 'all'):
+    raise ValueError(f'people must be "test", "val" or "all", got {people!r}.')
   config = load_config(path)
   data = data_config_for(config, data_config, data_overrides)
   step, key, params = restore_params(path, step)
   dataset = data_lib.load_dataset(data)
-  evaluated = data_lib.split_people(dataset, data)[1] if people == 'test' else dataset
-  predict = training.predict_fn(gaze_models.build_model(config.model).apply)
+  if people == 'all':
+    evaluated = dataset
+  else:
+    _, val, test = data_lib.split_people_val(dataset, data)
+    evaluated = test if people == 'test' else val
+    if evaluated is None:
+      raise ValueError('The data config has no validation people (data.num_val_people=0); '
+                       'evaluate people="test" or "all", or override data.num_val_people.')
+  predict = training.predict_fn(gaze_models.build_model(config.model).apply,
+                                label_scaling.load(path))
   try:
     if key == 'client_params':
       errors = engine.evaluate_stacked(predict, params, evaluated.people, dataset.label_kind)
@@ -356,9 +369,9 @@ def evaluate(path: str, step: int | None = None,
         f'The model of {path} cannot be applied to {dataset.name} (images '
         f'{dataset.image_shape}): {str(e)[:300]}') from e
   logged = None
-  if data.to_dict() == config.data.to_dict() and people == 'test':
+  if data.to_dict() == config.data.to_dict() and people != 'all':
     unit = step_unit(config)
-    logged = next((r.get('test_error') for r in read_metrics(path) if r.get(unit) == step),
+    logged = next((r.get(f'{people}_error') for r in read_metrics(path) if r.get(unit) == step),
                   None)
   return Evaluation(path=path, step=step, dataset=dataset.name,
                     error_unit='deg' if dataset.label_kind == 'gaze' else 'label units',

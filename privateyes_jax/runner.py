@@ -15,6 +15,7 @@ import numpy as np
 from absl import logging
 
 from privateyes_jax import data as data_lib
+from privateyes_jax import label_scaling as label_scaling_lib
 from privateyes_jax import training
 from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.models import gaze as gaze_models
@@ -50,6 +51,9 @@ def validate(config) -> None:
                        'learning rate with fl.server_schedule instead.')
     if config.get('record_views', '') not in ('', 'last', 'all'):
       raise ValueError(f'record_views must be "", "last" or "all", got {config.record_views!r}.')
+  label_scaling_lib.validate(config.data)
+  if config.data.get('num_val_people', 0) < 0:
+    raise ValueError(f'config.data.num_val_people must be >= 0, got {config.data.num_val_people}.')
   if not config.optimizer.learning_rate > 0:
     raise ValueError(f'config.optimizer.learning_rate must be > 0, got '
                      f'{config.optimizer.learning_rate}.')
@@ -72,31 +76,38 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
     return _all_folds(config, workdir, overwrite)
   t0 = time.perf_counter()
   dataset = data_lib.load_dataset(config.data)
-  train_people, test_people = data_lib.split_people(dataset, config.data)
+  train_people, val_people, test_people = data_lib.split_people_val(dataset, config.data)
   model = gaze_models.build_model(config.model)
   wd = workdir_lib.Workdir.open(workdir, config, overwrite=overwrite)
   try:
+    # Once, before round 1 (a resumed run recomputes the same numbers).
+    scaling = label_scaling_lib.resolve(config, dataset.label_kind, train_people)
+    label_scaling_lib.save(wd.path, scaling)
     if config.method == 'centralized':
       from privateyes_jax import centralized as method  # pylint: disable=g-import-not-at-top
     else:
       from privateyes_jax.federated import engine as method  # pylint: disable=g-import-not-at-top
-    result = method.train(config, wd, model, train_people, test_people, dataset.label_kind,
-                          halt_after=halt_after)
+    result = method.train(config, wd, model,
+                          label_scaling_lib.normalize_people(train_people, scaling),
+                          test_people, dataset.label_kind, halt_after=halt_after,
+                          val_people=val_people, label_scaling=scaling)
   finally:
     wd.close()
   if 'halted_at_step' in result:
     return result
-  summary = build_summary(config, dataset, train_people, test_people, result)
+  result['label_scaling'] = scaling.to_dict()
+  summary = build_summary(config, dataset, train_people, test_people, result,
+                          val_people=val_people)
   summary['total_time_s'] = time.perf_counter() - t0
   wd.write_summary(summary)
-  logging.info('%s on %s: held-out error %.3f (mean predictor %.3f)', summary['method'],
-               summary['dataset'], summary['test_error'],
-               summary['baseline_mean_predictor_error'])
+  logging.info('%s on %s: test error %.3f (mean predictor %.3f), validation error %s',
+               summary['method'], summary['dataset'], summary['test_error'],
+               summary['baseline_mean_predictor_error'], summary['val_error'])
   return summary
 
 
 def build_summary(config, dataset, train_people, test_people, result: dict,
-                  baseline: float | None = None) -> dict:
+                  baseline: float | None = None, val_people=None) -> dict:
   """A run's ``summary.json`` from its method's result (also used by sweeps).
 
   Args:
@@ -104,6 +115,8 @@ def build_summary(config, dataset, train_people, test_people, result: dict,
       ``steps``, ``wall_time_s`` and optionally the federated fields (rounds,
       clients, aggregator, costs, ...).
     baseline: the mean predictor's error on ``test_people``; computed if None.
+    val_people: the validation people (``data.num_val_people``); their error
+      (``result['val_error']``, chosen on by sweeps) is reported beside the test error.
   """
   if baseline is None:
     pooled_labels = np.concatenate([p.labels for p in train_people.people])
@@ -116,9 +129,12 @@ def build_summary(config, dataset, train_people, test_people, result: dict,
       'label_kind': dataset.label_kind,
       'error_unit': 'deg' if dataset.label_kind == 'gaze' else 'label units',
       'num_people_train': len(train_people.people),
+      'num_people_val': len(val_people.people) if val_people is not None else 0,
       'num_people_test': len(test_people.people),
       'test_people': test_people.person_names,
+      'val_people': val_people.person_names if val_people is not None else [],
       'test_error': result['test_error'],
+      'val_error': result.get('val_error'),
       'baseline_mean_predictor_error': baseline,
       'per_person_error': result['per_person_error'],
       'steps': result['steps'],
@@ -126,7 +142,7 @@ def build_summary(config, dataset, train_people, test_people, result: dict,
   }
   for key in ('rounds', 'num_clients', 'clients_per_round', 'local_steps', 'server_optimizer',
               'aggregator', 'executor', 'num_params', 'upload_bytes_per_client',
-              'mean_round_seconds', 'mpc'):
+              'mean_round_seconds', 'mpc', 'per_person_val_error', 'label_scaling'):
     if key in result:
       summary[key] = result[key]
   if dataset.label_kind == 'gaze':
@@ -154,14 +170,18 @@ def _all_folds(config, workdir: str, overwrite: bool) -> dict:
                            overwrite=overwrite)
     per_person.update(s['per_person_error'])
     folds.append(s)
+  val_errors = [s['val_error'] for s in folds if s.get('val_error') is not None]
   summary = {k: v for k, v in folds[0].items()
              if k not in ('test_error', 'per_person_error', 'per_person_error_deg',
+                          'val_error', 'per_person_val_error', 'val_people', 'label_scaling',
                           'test_people', 'test_angular_error_deg', 'wall_time_s',
                           'total_time_s', 'baseline_mean_predictor_error',
                           'baseline_mean_predictor_error_deg')}
   summary.update(
       protocol='loo', folds=len(folds), per_person_error=per_person,
       test_error=float(np.mean(list(per_person.values()))),
+      # Each fold's validation people's mean error, averaged over folds.
+      val_error=float(np.mean(val_errors)) if val_errors else None,
       baseline_mean_predictor_error=float(np.mean(
           [s['baseline_mean_predictor_error'] for s in folds])),
       wall_time_s=float(sum(s['wall_time_s'] for s in folds)))

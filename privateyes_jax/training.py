@@ -134,8 +134,17 @@ def make_update_fn(apply_fn: Callable, optimizer: optax.GradientTransformation):
   return update
 
 
-def predict_fn(apply_fn: Callable):
-  return jax.jit(lambda params, images, head_pose: apply_fn({'params': params}, images, head_pose))
+def predict_fn(apply_fn: Callable, label_scaling=None):
+  """Jitted ``(params, images, head_pose) -> predictions`` in the dataset's unit.
+
+  ``label_scaling`` (`label_scaling.LabelScaling`): the model was trained on
+  standardised labels; its outputs are mapped back (``out * scale + offset``).
+  """
+  if label_scaling is None or label_scaling.is_identity:
+    return jax.jit(lambda params, images, head_pose: apply_fn({'params': params}, images,
+                                                              head_pose))
+  return jax.jit(lambda params, images, head_pose: label_scaling.denormalize(
+      apply_fn({'params': params}, images, head_pose)))
 
 
 def predict(predict_jit, params, images: np.ndarray, head_pose: np.ndarray,
@@ -163,6 +172,11 @@ def evaluate_people(predict_jit, params, people, label_kind: str,
           p.labels, label_kind)))
       for p in people
   }
+
+
+def mean_error(errors: dict[str, float] | None) -> float | None:
+  """The mean over people of per-person errors (None when there are none)."""
+  return float(np.mean(list(errors.values()))) if errors else None
 
 
 def mean_predictor_error(train_labels: np.ndarray, people, label_kind: str) -> float:

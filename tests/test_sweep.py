@@ -240,12 +240,14 @@ def test_interrupted_group_resumes_after_the_grid_grew(finished, tmp_path):
 # ------------------------------------------------------------------ results
 def test_results_table_and_best_config(finished):
   config, directory, result = finished
-  errors = [row['test_error'] for row in result['rows']]
-  assert errors == sorted(errors)
+  errors = [row['val_error'] for row in result['rows']]
+  assert errors == sorted(errors)  # Ranked on the validation people.
+  assert all(row['test_error'] is not None for row in result['rows'])  # Reported beside.
   with open(os.path.join(directory, 'results.md')) as f:
     text = f.read()
   lines = [l for l in text.splitlines() if l.startswith('| 1 |')]
   assert result['rows'][0]['run'] in lines[0] and 'Mean over seeds' in text
+  assert 'validation error (chosen on)' in text and 'test error (reported)' in text
   # best_config.py is a config file: it loads, validates and is the chosen run's config.
   path = os.path.join(directory, 'best_config.py')
   module_spec = importlib.util.spec_from_file_location('best_config', path)
@@ -255,13 +257,50 @@ def test_results_table_and_best_config(finished):
   runner.validate(best)
   with open(os.path.join(directory, 'runs', result['best_run'], 'config.json')) as f:
     assert workdir_lib.config_to_dict(best) == json.load(f)
-  # Chosen by the mean over seeds: the learning rate with the lower seed mean.
+  with open(path) as f:
+    assert 'validation error' in f.read()
+  # Chosen by the mean validation error over seeds: the learning rate with the lower mean.
   means = {}
   for row in result['rows']:
-    means.setdefault(row['overrides']['optimizer.learning_rate'], []).append(row['test_error'])
+    means.setdefault(row['overrides']['optimizer.learning_rate'], []).append(row['val_error'])
   best_lr = min(means, key=lambda lr: np.mean(means[lr]))
   assert best.optimizer.learning_rate == best_lr
   assert report.choose_best(spec.expand(config), result['rows'])[0] == result['best_run']
+
+
+@pytest.mark.parametrize('seeds', [False, True])
+def test_the_choice_ignores_test_errors(seeds, tmp_path):
+  """Permuting or inverting the test errors changes neither the ranking nor the choice.
+
+  Mutant killed: ranking or choosing on ``test_error`` (e.g. ``report._error`` reading
+  it) picks the run with the best test error, which here is never the best validation run.
+  """
+  grid = 'optimizer.learning_rate=0.01,0.02,0.05,0.1' + (';seed=0,1' if seeds else '')
+  runs = spec.expand(sweep_config(grid))
+  rng = np.random.default_rng(0)
+  val = rng.uniform(5, 10, len(runs))
+
+  def write(name, test):
+    os.makedirs(tmp_path / name)
+    return report.write(str(tmp_path / name), runs, summaries(test), grid)
+
+  def summaries(test):
+    return {r.name: {'val_error': float(v), 'test_error': float(t), 'status': 'done',
+                     'error_unit': 'deg', 'baseline_mean_predictor_error': 20.0}
+            for r, v, t in zip(runs, val, test)}
+
+  base = write('a', np.full(len(runs), 7.0))
+  for i, test in enumerate([-val, rng.permutation(val) * 3, rng.uniform(0, 1, len(runs))]):
+    got = write(f'b{i}', test)
+    assert got['best_run'] == base['best_run']
+    assert [r['run'] for r in got['rows']] == [r['run'] for r in base['rows']]
+  # Inverted test errors: the best test run is the worst validation run; not chosen.
+  inverted = summaries(-val)
+  best_by_test = min(inverted, key=lambda n: inverted[n]['test_error'])
+  assert write('c', -val)['best_run'] != best_by_test
+  # A sweep without validation people is refused before training.
+  with pytest.raises(spec.SweepSpecError, match='num_val_people'):
+    sweep.prepare(sweep_config(**{'data.num_val_people': 0}))
 
 
 def test_discrete_groups_and_diverging_runs(tmp_path):

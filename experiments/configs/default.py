@@ -29,6 +29,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.difficulty = 'easy'
   c.data.protocol = 'holdout'  # 'holdout' (last num_test_people) or 'loo' (person `fold`).
   c.data.num_test_people = 5
+  # Validation people (disjoint from training and test people; holdout: the ones just
+  # before the test people, loo: the ones after the fold). Sweeps choose on them and
+  # need >= 1 (experiments/configs/sweep.py sets 1); single runs default to none.
+  c.data.num_val_people = 0
   c.data.fold = 0  # -1 with protocol='loo': every fold, one sub-run each.
   c.data.partition = 'person'  # 'person' (each client is one person) or 'iid' (control).
   # Public datasets and your own study (docs/DATASETS.md); '' / () / 0 / -1 = dataset default.
@@ -46,6 +50,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.nvgaze_pitch = ''  # NVGaze (required): signed column, e.g. '+float_gaze_y_degree'.
   c.data.nvgaze_yaw = ''  # NVGaze (required): signed column, e.g. '-float_gaze_x_degree'.
   c.data.nvgaze_images = ()  # NVGaze image columns, e.g. ('image_L_0',); () = all.
+  # Label standardisation (privateyes_jax/label_scaling.py): train on (y - offset) / scale,
+  # report errors in the dataset's unit. 'auto': screen labels yes, gaze (radians) no;
+  # 'on'; 'off'. Declare a public scale (and offset), e.g. label_scale=(150., 100.) or (150.,), to
+  # compute nothing from the labels; otherwise the run's own aggregation computes them
+  # before round 1 from per-client means divided by the public label_bound.
+  c.data.label_standardize = 'auto'
+  c.data.label_offset = ()
+  c.data.label_scale = ()
+  c.data.label_bound = 4096.0  # Public bound on |label| (label units) for that aggregation.
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'gazenet'

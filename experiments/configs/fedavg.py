@@ -13,6 +13,11 @@ def get_config(arg: str | None = None):
   c.method = 'federated'
   c.optimizer.name = 'sgd'  # Client optimizer; its state restarts every round.
   c.optimizer.learning_rate = 0.05
+  # Without clipping, SGD 0.05 on the full GazeNet blows up inside round 1's local steps
+  # (synthetic gaze: 91 deg after round 1, NaN in round 2; a screen study in mm: NaN
+  # predictions after round 1). Clipping each step's gradient at the demo's 5.0 keeps the
+  # default trainable on every study (docs/DECISIONS.md, #17).
+  c.optimizer.clip_norm = 5.0
   c.fl.server_optimizer = 'fedavg'
   c.fl.server_lr = 1.0
   return c

@@ -42,6 +42,9 @@ def get_config(arg: str | None = None):
     c.method = 'federated'
     c.optimizer.name = 'sgd'
     c.optimizer.learning_rate = 0.05
+  if c.data.num_val_people < 1:
+    # Sweeps rank and choose on validation people, never on the test people.
+    c.data.num_val_people = 1
   c.sweep = _sweep_section()
   return c
 

@@ -43,24 +43,50 @@ def load_dataset(data_config) -> GazeDataset:
 
 
 def split_people(dataset: GazeDataset, data_config) -> tuple[GazeDataset, GazeDataset]:
-  """(train people, test people) under ``data_config.protocol``.
+  """(train people, test people) under ``data_config.protocol`` (see `split_people_val`).
 
-  * ``holdout``: the last ``num_test_people`` people are held out.
-  * ``loo``: leave-one-person-out; person ``fold`` is held out.
+  The validation people, if any, are in neither.
+  """
+  train, _, test = split_people_val(dataset, data_config)
+  return train, test
+
+
+def split_people_val(dataset: GazeDataset,
+                     data_config) -> tuple[GazeDataset, GazeDataset, GazeDataset]:
+  """(train, validation, test) people under ``data_config.protocol``; disjoint.
+
+  The validation people are None when there are none (``num_val_people=0``).
+
+  * ``holdout``: the last ``num_test_people`` people are the test people and the
+    ``num_val_people`` before them the validation people.
+  * ``loo``: leave-one-person-out; person ``fold`` is the test person and the
+    ``num_val_people`` people after it (cyclically) the validation people.
+
+  ``num_val_people`` defaults to 0 (no validation people; single runs keep every
+  non-test person for training). Sweeps need >= 1: they choose on validation
+  error, never on test error.
   """
   n = len(dataset.people)
   protocol = data_config.protocol
+  v = int(data_config.get('num_val_people', 0))
+  if v < 0:
+    raise ValueError(f'data.num_val_people must be >= 0, got {v}.')
   if protocol == 'holdout':
     k = data_config.num_test_people
     if not 1 <= k < n:
       raise ValueError(f'data.num_test_people must be in [1, {n - 1}] for {n} people, got {k}.')
     test = list(range(n - k, n))
+    val = list(range(n - k - v, n - k))
   elif protocol == 'loo':
     fold = data_config.fold
     if not 0 <= fold < n:
       raise ValueError(f'data.fold must be in [0, {n - 1}] for {n} people, got {fold}.')
     test = [fold]
+    val = [(fold + 1 + i) % n for i in range(v)]
   else:
     raise ValueError(f'data.protocol must be one of {PROTOCOLS}, got {protocol!r}.')
-  train = [i for i in range(n) if i not in test]
-  return dataset.select(train), dataset.select(test)
+  if n - len(test) - v < 1:
+    raise ValueError(f'data.num_val_people={v} leaves no training person: {n} people, '
+                     f'{len(test)} test.')
+  train = [i for i in range(n) if i not in test and i not in val]
+  return dataset.select(train), dataset.select(val) if val else None, dataset.select(test)

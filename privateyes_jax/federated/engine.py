@@ -107,8 +107,14 @@ def method_label(config) -> str:
 
 
 def train(config, workdir: Workdir, model, train_people, test_people, label_kind: str,
-          halt_after: int | None = None) -> dict:
-  """Runs federated (or local-only) training; returns this method's summary fields."""
+          halt_after: int | None = None, *, val_people=None, label_scaling=None) -> dict:
+  """Runs federated (or local-only) training; returns this method's summary fields.
+
+  ``train_people`` carry the labels the clients train on (standardised by
+  ``label_scaling``, computed before round 1 by `privateyes_jax.label_scaling`);
+  predictions are mapped back to the dataset's unit before the test and
+  validation people's errors are computed.
+  """
   fl = config.fl
   local_only = config.method == 'local'
   people = list(train_people.people)
@@ -162,12 +168,13 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
 
   apply_deltas = jax.jit(lambda stacked, deltas: jax.tree.map(
       jnp.add, stacked, jax.vmap(unravel)(deltas)))
-  predict = training.predict_fn(model.apply)
+  predict = training.predict_fn(model.apply, label_scaling)
+  val = list(val_people.people) if val_people is not None else []
 
-  def evaluate() -> dict[str, float]:
+  def evaluate(people=test_people.people) -> dict[str, float]:
     if local_only:
-      return evaluate_stacked(predict, state['client_params'], test_people.people, label_kind)
-    return training.evaluate_people(predict, state['params'], test_people.people, label_kind)
+      return evaluate_stacked(predict, state['client_params'], people, label_kind)
+    return training.evaluate_people(predict, state['params'], people, label_kind)
 
   rounds = fl.rounds
   progress = progress_lib.Progress(method_label(config), rounds, start=start_round,
@@ -228,7 +235,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     done = r + 1
     evaluated = done % fl.eval_every == 0 or done == rounds
     if evaluated:
-      errors = evaluate()
+      errors, val_errors = evaluate(), evaluate(val)
     now = time.perf_counter()
     elapsed += now - t_round
     row = {'round': done, 'train_loss': train_loss, 'clients': int(len(client_ids)),
@@ -239,6 +246,8 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       row['mpc/online_round_seconds'] = row['round_seconds'] - stats['mpc/preprocessing_s']
     if evaluated:
       row.update(test_error=float(np.mean(list(errors.values()))), per_person_error=errors)
+      if val:
+        row['val_error'] = training.mean_error(val_errors)
     state.update(round=np.asarray(done, np.int64), elapsed_s=np.asarray(elapsed, np.float64))
     workdir.append_metrics(row)
     if done % fl.checkpoint_every == 0 or done == rounds:
@@ -249,7 +258,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       return {'halted_at_step': done}
 
   if errors is None:  # Resumed from the final checkpoint: evaluate it again.
-    errors = evaluate()
+    errors, val_errors = evaluate(), evaluate(val)
   rows = workdir.read_metrics()
   if rows:  # A run resumed from its final checkpoint ran no round here: read the log.
     upload_bytes = rows[-1].get('upload_bytes_per_client', upload_bytes)
@@ -260,6 +269,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   return {
       'steps': rounds * fl.local_steps, 'rounds': rounds, 'per_person_error': errors,
       'test_error': float(np.mean(list(errors.values()))), 'wall_time_s': elapsed,
+      'val_error': training.mean_error(val_errors), 'per_person_val_error': val_errors,
       'num_clients': num_clients, 'clients_per_round': k, 'local_steps': fl.local_steps,
       'server_optimizer': None if local_only else fl.server_optimizer,
       'aggregator': None if local_only else config.aggregator.name,

@@ -39,6 +39,7 @@ every run of the group has its own outputs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -53,6 +54,7 @@ from absl import logging
 from jax.flatten_util import ravel_pytree
 
 from privateyes_jax import data as data_lib
+from privateyes_jax import label_scaling as label_scaling_lib
 from privateyes_jax import progress as progress_lib
 from privateyes_jax import runner
 from privateyes_jax import training
@@ -166,17 +168,37 @@ def _group_config(runs: Sequence[spec_lib.Run]) -> ml_collections.ConfigDict:
       'checkpoint_keep': runs[0].config.get('checkpoint_keep', 2)})
 
 
-def load_data(data_config, cache: dict | None = None):
-  """``(dataset, train_people, test_people, clients, store)``, cached by data config."""
-  key = data_config.to_json_best_effort(sort_keys=True)
+class GroupData(NamedTuple):
+  """A group's data: people as split, the clients' training data and the label scaling."""
+  dataset: Any
+  train_people: Any  # Labels in the dataset's unit (the mean predictor's baseline).
+  val_people: Any
+  test_people: Any
+  clients: list  # The training people as clients: standardised labels, iid if asked.
+  store: client_data.ClientStore
+  label_scaling: label_scaling_lib.LabelScaling
+
+
+def load_data(config, cache: dict | None = None) -> GroupData:
+  """The group's data, cached by what it depends on (data, method, aggregator).
+
+  The label scaling is computed as a single run of ``config`` computes it
+  (`label_scaling.resolve`); it does not depend on seeds or learning rates, so every
+  run of the group shares it.
+  """
+  key = json.dumps([workdir_lib.config_to_dict(config.data), config.method,
+                    workdir_lib.config_to_dict(config.aggregator)], sort_keys=True)
   if cache is not None and key in cache:
     return cache[key]
+  data_config = config.data
   dataset = data_lib.load_dataset(data_config)
-  train_people, test_people = data_lib.split_people(dataset, data_config)
-  people = list(train_people.people)
+  train_people, val_people, test_people = data_lib.split_people_val(dataset, data_config)
+  scaling = label_scaling_lib.resolve(config, dataset.label_kind, train_people)
+  people = list(label_scaling_lib.normalize_people(train_people, scaling).people)
   if data_config.get('partition', 'person') == 'iid':
     people = client_data.iid_reshuffle(people, data_config.seed)
-  out = (dataset, train_people, test_people, people, client_data.make_store(people))
+  out = GroupData(dataset, train_people, val_people, test_people, people,
+                  client_data.make_store(people), scaling)
   if cache is not None:
     cache[key] = out
   return out
@@ -199,7 +221,10 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
   base = runs[0].config
   fl = base.fl
   num_runs = len(runs)
-  dataset, train_people, test_people, people, store = load_data(base.data, data_cache)
+  data = load_data(base, data_cache)
+  dataset, train_people, test_people = data.dataset, data.train_people, data.test_people
+  people, store, val = data.clients, data.store, (
+      list(data.val_people.people) if data.val_people is not None else [])
   num_clients = store.num_clients
   k = server_lib.clients_per_round(fl, num_clients)
   model = gaze_models.build_model(base.model)
@@ -234,6 +259,8 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
   group_dir = os.path.join(sweep_dir, GROUPS_DIR, gid)
   group_wd = workdir_lib.Workdir.open(group_dir, _group_config(runs))
   run_wds = [workdir_lib.Workdir.open(run_dir(sweep_dir, r), r.config) for r in runs]
+  for wd in run_wds:
+    label_scaling_lib.save(wd.path, data.label_scaling)
   try:
     latest = group_wd.latest_step()
     if latest is not None:
@@ -248,7 +275,7 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       _ROUND_FNS.clear()  # Keep one program (and its device memory) alive at a time.
       _ROUND_FNS[fn_key] = make_round_fns(clients_train, server_opt, unravel, num_runs, k)
     fns = _ROUND_FNS[fn_key]
-    predict = training.predict_fn(model.apply)
+    predict = training.predict_fn(model.apply, data.label_scaling)
     arrays = store.arrays()
     rounds = fl.rounds
     elapsed = float(state['elapsed_s'])
@@ -259,6 +286,7 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
                    for i in range(num_runs)])
     messages: dict[int, str] = {}  # Failures of this process (resumed ones: generic).
     errors: dict[int, dict[str, float]] = {}
+    val_errors: dict[int, dict[str, float]] = {}
     last_loss = np.full(num_runs, np.nan)
     label = f'sweep {gid} ({num_runs} runs)'
     progress = progress_lib.Progress(label, rounds, start=start_round, unit='round')
@@ -272,6 +300,7 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       failed[i], kinds[i] = r + 1, FAILURES.index(kind)
       messages[i] = message
       errors.pop(i, None)  # An earlier round's error is not this run's result.
+      val_errors.pop(i, None)
       logging.warning('Sweep run %s: %s', runs[i].name, message)
 
     for r in range(start_round, rounds):
@@ -316,6 +345,8 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
         for i in live:
           errors[i] = training.evaluate_people(predict, _index(state['params'], i),
                                                test_people.people, dataset.label_kind)
+          val_errors[i] = training.evaluate_people(predict, _index(state['params'], i), val,
+                                                   dataset.label_kind)
       now = time.perf_counter()
       round_seconds = now - t_round
       elapsed += round_seconds
@@ -335,6 +366,8 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
         if evaluated:
           row.update(test_error=float(np.mean(list(errors[i].values()))),
                      per_person_error=errors[i])
+          if val:
+            row['val_error'] = training.mean_error(val_errors[i])
         run_wds[i].append_metrics(row)
       state.update(round=np.asarray(done, np.int64), elapsed_s=np.asarray(elapsed, np.float64),
                    failed_round=failed.copy(), failure_kind=kinds.copy())
@@ -343,8 +376,8 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
           state['aggregator_state'] = _stack(agg_states)
         group_wd.save(done, state)
       shown = {'runs_alive': len(live)}
-      if evaluated and len(live):
-        shown['best_test_error'] = float(min(np.mean(list(errors[i].values())) for i in live))
+      if evaluated and len(live) and val:  # Progress shows validation, never test, error.
+        shown['best_val_error'] = float(min(training.mean_error(val_errors[i]) for i in live))
       progress.update(done, force=done == rounds, **shown)
       if not len(live):
         logging.warning('Sweep group %s: every run has stopped (round %d); the group ends.',
@@ -357,6 +390,8 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       if i not in errors:
         errors[i] = training.evaluate_people(predict, _index(state['params'], i),
                                              test_people.people, dataset.label_kind)
+        val_errors[i] = training.evaluate_people(predict, _index(state['params'], i), val,
+                                                 dataset.label_kind)
     pooled_labels = np.concatenate([p.labels for p in train_people.people])
     baseline = training.mean_predictor_error(pooled_labels, test_people.people,
                                              dataset.label_kind)
@@ -377,8 +412,9 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       failure = None
       if failed[i]:
         failure = messages.get(i) or _generic_failure(FAILURES[kinds[i]], int(failed[i]))
-      summary = _summary(run, dataset, train_people, test_people, baseline,
-                         errors.get(i), rows, upload_bytes, num_params, k, num_clients,
+      summary = _summary(run, dataset, train_people, data.val_people, test_people, baseline,
+                         errors.get(i), val_errors.get(i), data.label_scaling, rows,
+                         upload_bytes, num_params, k, num_clients,
                          elapsed, gid, num_runs, FAILURES[kinds[i]] if failed[i] else 'done',
                          failure,
                          engine.mpc_summary(rows, multiplies,
@@ -445,8 +481,9 @@ def _secure_round(aggregator, agg_state, seed: int, r: int, updates, weights):
   return new_state, result.mean_update, dict(result.stats)
 
 
-def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: float,
-             errors: dict[str, float] | None, rows: list[dict], upload_bytes: int,
+def _summary(run: spec_lib.Run, dataset, train_people, val_people, test_people,
+             baseline: float, errors: dict[str, float] | None,
+             val_errors: dict[str, float] | None, scaling, rows: list[dict], upload_bytes: int,
              num_params: int, k: int,
              num_clients: int, elapsed: float, gid: str, num_runs: int,
              status: str, failure: str | None, mpc_section: dict) -> dict:
@@ -455,6 +492,8 @@ def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: fl
   test_error = float(np.mean(list(errors.values()))) if errors else None
   result = {
       'test_error': test_error, 'per_person_error': errors,
+      'val_error': training.mean_error(val_errors), 'per_person_val_error': val_errors,
+      'label_scaling': scaling.to_dict(),
       'steps': c.fl.rounds * c.fl.local_steps, 'wall_time_s': elapsed, 'rounds': c.fl.rounds,
       'num_clients': num_clients, 'clients_per_round': k, 'local_steps': c.fl.local_steps,
       'server_optimizer': c.fl.server_optimizer, 'aggregator': c.aggregator.name,
@@ -463,7 +502,8 @@ def _summary(run: spec_lib.Run, dataset, train_people, test_people, baseline: fl
       'mean_round_seconds': (float(np.mean([x['round_seconds'] for x in rows])) if rows
                              else None),
       'mpc': mpc_section}
-  summary = runner.build_summary(c, dataset, train_people, test_people, result, baseline)
+  summary = runner.build_summary(c, dataset, train_people, test_people, result, baseline,
+                                 val_people=val_people)
   summary.update(
       final_train_loss=rows[-1]['train_loss'] if rows else None,
       status=status,

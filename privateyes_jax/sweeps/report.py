@@ -1,4 +1,10 @@
-"""A finished sweep's results table and its best config as a ready-to-run config file."""
+"""A finished sweep's results table and its best config as a ready-to-run config file.
+
+Runs are ranked, and the best configuration chosen, by their error on the
+*validation* people (``data.num_val_people``, disjoint from training and test
+people). The test people's error is reported beside it and never consulted for any
+choice: a best chosen on test error would be an optimistic estimate of that error.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,18 @@ BEST_CONFIG_FILE = 'best_config.py'
 
 
 def _error(summary: dict) -> float:
-  """The held-out error used for ranking; rejected and aborted runs rank last."""
+  """The validation error used for ranking; rejected and aborted runs rank last.
+
+  Only ``val_error`` is read: the test error must not influence any choice.
+  """
+  value = summary.get('val_error')
+  if value is None or summary.get('status', 'done') != 'done':
+    return math.inf
+  return float(value)
+
+
+def _test_error(summary: dict) -> float:
+  """The test error, for reporting only (failed runs: inf)."""
   value = summary.get('test_error')
   if value is None or summary.get('status', 'done') != 'done':
     return math.inf
@@ -34,11 +51,12 @@ def _fmt(value) -> str:
 
 
 def rank(runs: Sequence[spec_lib.Run], summaries: dict[str, dict]) -> list[dict]:
-  """One row per run, sorted by held-out error (best first, failed runs last)."""
+  """One row per run, sorted by validation error (best first, failed runs last)."""
   rows = []
   for run in runs:
     s = summaries[run.name]
-    rows.append({'run': run.name, 'overrides': dict(run.overrides), 'test_error': s['test_error'],
+    rows.append({'run': run.name, 'overrides': dict(run.overrides),
+                 'val_error': s.get('val_error'), 'test_error': s['test_error'],
                  'final_train_loss': s.get('final_train_loss'), 'status': s.get('status', 'done'),
                  'error_unit': s.get('error_unit', ''),
                  'baseline': s.get('baseline_mean_predictor_error')})
@@ -46,7 +64,8 @@ def rank(runs: Sequence[spec_lib.Run], summaries: dict[str, dict]) -> list[dict]
 
 
 def seed_means(runs: Sequence[spec_lib.Run], rows: list[dict]) -> list[dict]:
-  """Rows grouped over ``seed`` (when swept): mean and std of the held-out error.
+  """Rows grouped over ``seed`` (when swept): mean and std of the validation error
+  (ranked on), and the mean test error (reported beside it).
 
   A configuration with a failed seed (rejected, aborted, out of range) has mean ``inf``.
   """
@@ -59,21 +78,29 @@ def seed_means(runs: Sequence[spec_lib.Run], rows: list[dict]) -> list[dict]:
   for key, members in groups.items():
     errs = np.array([_error(m) for m in members])
     finite = bool(np.all(np.isfinite(errs)))
+    tests = np.array([_test_error(m) for m in members])
     out.append({'overrides': {f: members[0]['overrides'][f] for f, _ in key},
                 'mean': float(np.mean(errs)) if finite else math.inf,
                 'std': float(np.std(errs)) if finite else math.inf,
+                'test_mean': float(np.mean(tests)) if np.all(np.isfinite(tests)) else math.inf,
                 'seeds': len(members), 'runs': [m['run'] for m in members],
                 'best_run': min(members, key=lambda m: (_error(m), m['run']))['run']})
   return sorted(out, key=lambda g: (g['mean'], g['best_run']))
 
 
 def choose_best(runs: Sequence[spec_lib.Run], rows: list[dict]) -> tuple[str, str]:
-  """``(run name, why)``: the best configuration, by its mean over seeds if seeds were swept."""
+  """``(run name, why)``: the best configuration by validation error (its mean over
+  seeds if seeds were swept); the why names its test error, which played no part."""
   if any(f == 'seed' for f, _ in runs[0].overrides):
     best = seed_means(runs, rows)[0]
-    return best['best_run'], (f'chosen by the mean held-out error over {best["seeds"]} seeds '
-                              f'({best["mean"]:.4g} ± {best["std"]:.2g}); this is its best seed')
-  return rows[0]['run'], 'the lowest held-out error of the sweep'
+    return best['best_run'], (
+        f'chosen by the mean validation error over {best["seeds"]} seeds '
+        f'({best["mean"]:.4g} ± {best["std"]:.2g}); this is its best seed by validation '
+        f'error; its mean test error, not used for the choice, is {best["test_mean"]:.4g}')
+  best = rows[0]
+  return best['run'], (f'the lowest validation error of the sweep ({best["val_error"]:.4g}); '
+                       f'its test error, not used for the choice, is '
+                       f'{_test_error(best):.4g}')
 
 
 def table(runs: Sequence[spec_lib.Run], rows: list[dict], grid: str) -> str:
@@ -81,37 +108,48 @@ def table(runs: Sequence[spec_lib.Run], rows: list[dict], grid: str) -> str:
   fields = [f for f, _ in runs[0].overrides]
   unit = rows[0]['error_unit'] if rows else ''
   baseline = next((r['baseline'] for r in rows if r['baseline'] is not None), None)
-  lines = [f'Sweep `{grid}`: {len(rows)} runs, sorted by held-out error ({unit}), best first.']
+  lines = [f'Sweep `{grid}`: {len(rows)} runs, ranked by validation error ({unit}), best '
+           'first. The best configuration is chosen on the validation people; the test '
+           'people\'s error is reported beside it and plays no part in any choice.']
   if baseline is not None:
-    lines.append(f'Mean predictor (always the training people\'s mean gaze): {baseline:.4g}.')
-  header = ' | '.join(['rank', 'run', *fields, 'held-out error', 'train loss', 'status'])
-  lines += ['', f'| {header} |', '|---:|---|' + '---:|' * len(fields) + '---:|---:|---|']
+    lines.append(f'Mean predictor on the test people (always the training people\'s mean '
+                 f'label): {baseline:.4g}.')
+  header = ' | '.join(['rank', 'run', *fields, 'validation error (chosen on)',
+                       'test error (reported)', 'train loss', 'status'])
+  lines += ['', f'| {header} |', '|---:|---|' + '---:|' * len(fields) + '---:|---:|---:|---|']
   for i, row in enumerate(rows):
+    val = '-' if row['val_error'] is None else f'{row["val_error"]:.4f}'
     err = '-' if row['test_error'] is None else f'{row["test_error"]:.4f}'
     loss = '-' if row['final_train_loss'] is None else f'{row["final_train_loss"]:.4f}'
     values = ' | '.join(_fmt(row['overrides'][f]) for f in fields)
-    lines.append(f'| {i + 1} | {row["run"]} | {values} | {err} | {loss} | {row["status"]} |')
+    lines.append(f'| {i + 1} | {row["run"]} | {values} | {val} | {err} | {loss} | '
+                 f'{row["status"]} |')
   if 'seed' in fields and len(fields) > 1:
     others = [f for f in fields if f != 'seed']
     lines += ['', 'Mean over seeds:', '',
-              '| ' + ' | '.join(others) + ' | mean error | std | seeds |',
-              '|' + '---:|' * len(others) + '---:|---:|---:|']
+              '| ' + ' | '.join(others) + ' | mean validation error (chosen on) | std | '
+              'mean test error (reported) | seeds |',
+              '|' + '---:|' * len(others) + '---:|---:|---:|---:|']
     for g in seed_means(runs, rows):
       values = ' | '.join(_fmt(g['overrides'][f]) for f in others)
       mean = f'{g["mean"]:.4f}' if math.isfinite(g['mean']) else 'failed'
       std = f'{g["std"]:.4f}' if math.isfinite(g['std']) else '-'
-      lines.append(f'| {values} | {mean} | {std} | {g["seeds"]} |')
+      test = f'{g["test_mean"]:.4f}' if math.isfinite(g['test_mean']) else '-'
+      lines.append(f'| {values} | {mean} | {std} | {test} | {g["seeds"]} |')
   return '\n'.join(lines) + '\n'
 
 
-def best_config_source(run: spec_lib.Run, why: str, sweep_dir: str, test_error) -> str:
+def best_config_source(run: spec_lib.Run, why: str, sweep_dir: str, test_error,
+                       val_error=None) -> str:
   """A config file (``get_config()``) holding ``run``'s complete config as a literal."""
   literal = pprint.pformat(run.config.to_dict(), indent=1, width=96, sort_dicts=False)
   err = 'rejected' if test_error is None else f'{test_error:.4g}'
+  val = 'rejected' if val_error is None else f'{val_error:.4g}'
   run_path = os.path.join(sweep_dir, 'runs', run.name)
   return f'''r"""Best configuration of the sweep in {sweep_dir} (written by experiments.sweep).
 
-Run {run.name}: held-out error {err}; {why}.
+Run {run.name}: validation error {val} (chosen on), test error {err} (reported, not
+used for the choice); {why}.
 
   python -m experiments.train --config={os.path.join(sweep_dir, BEST_CONFIG_FILE)} \\
       --workdir={run_path}
@@ -142,10 +180,11 @@ def write(sweep_dir: str, runs: Sequence[spec_lib.Run], summaries: dict[str, dic
     best_name, why = choose_best(runs, rows)
     best = next(r for r in runs if r.name == best_name)
     workdir_lib.atomic_write_text(
-        best_path, best_config_source(best, why, sweep_dir, summaries[best_name]['test_error']))
+        best_path, best_config_source(best, why, sweep_dir, summaries[best_name]['test_error'],
+                                      summaries[best_name].get('val_error')))
   else:  # Nothing to recommend: say why instead of naming a failed run as the best.
     best_name, why = None, 'no run finished'
-    text += ('\nNo run finished with a held-out error (see each run\'s summary.json '
+    text += ('\nNo run finished with a validation error (see each run\'s summary.json '
              '"failure"), so no best_config.py was written.\n')
     if os.path.exists(best_path):  # A stale recommendation from an earlier sweep here.
       os.remove(best_path)

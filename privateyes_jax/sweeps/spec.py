@@ -285,6 +285,10 @@ def check_supported(run: Run) -> None:
   if c.optimizer.get('schedule', 'constant') != 'constant':
     problems.append(f'optimizer.schedule={c.optimizer.schedule!r} (federated clients restart '
                     'their optimizer every round; decay fl.server_schedule instead)')
+  if c.data.get('num_val_people', 0) < 1:
+    problems.append('data.num_val_people=0 (sweeps rank and choose on validation people, '
+                    'never on the test people; set data.num_val_people >= 1, as '
+                    'experiments/configs/sweep.py does)')
   if c.data.protocol == 'loo' and c.data.fold == -1:
     problems.append('data.fold=-1 (sweep one fold at a time: data.fold=range(N))')
   if c.data.get('partition', 'person') not in ('person', 'iid'):

@@ -8,8 +8,12 @@ batched program (`group.train_group`), and writes::
   <sweep_dir>/runs/<run>/         one ordinary workdir per run (config, metrics, summary,
                                   final checkpoint)
   <sweep_dir>/groups/<id>/        a group's stacked checkpoints while it trains
-  <sweep_dir>/results.md          the table sorted by held-out error (also results.json)
-  <sweep_dir>/best_config.py      the best run's config, ready for experiments.train
+  <sweep_dir>/results.md          the table ranked by validation error, test error beside it
+                                  (also results.json)
+  <sweep_dir>/best_config.py      the best run's config by validation error, ready for
+                                  experiments.train
+
+Nothing is chosen on the test people: every run needs ``data.num_val_people >= 1``.
 
 Re-running the same sweep resumes: finished runs (``summary.json`` with the same
 config) are reused, an interrupted group resumes from its latest checkpoint (with its
