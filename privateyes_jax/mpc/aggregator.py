@@ -651,8 +651,9 @@ class SecureAggregator:
     """Phase INPUT refuses a cohort below ``min_clients``: nothing is opened."""
     if num_submitted >= self.min_clients:
       return None
-    failure = (f'{COHORT_TOO_SMALL}: {num_submitted} client(s) submitted in round '
-               f'{round_idx}, fewer than aggregator.min_clients={self.min_clients}; '
+    del round_idx  # The caller names the round (1-based, as users count them).
+    failure = (f'{COHORT_TOO_SMALL}: {num_submitted} client(s) submitted, fewer than '
+               f'aggregator.min_clients={self.min_clients}; '
                'nothing was opened.')
     return AggregateResult(jnp.zeros((num_params,), jnp.float32),
                            jnp.zeros((), jnp.float32), False, failure, None,

@@ -93,7 +93,9 @@ def fixed_model_run(tmp_path_factory):
   wd = str(tmp_path_factory.mktemp('differencing') / 'privateyes')
   runner.train_and_evaluate(fl_config(**{
       'record_views': 'all', 'aggregator.name': 'privateyes', 'fl.rounds': 6,
-      'fl.clients_per_round': 2, 'fl.server_lr': 1e-30, 'fl.local_steps': 1,
+      # Two submitters per round: below the default minimum cohort (3) on purpose, so
+      # that cohorts overlap enough on 4 clients to isolate each of them.
+      'fl.clients_per_round': 2, 'aggregator.min_clients': 2, 'fl.server_lr': 1e-30, 'fl.local_steps': 1,
       'batch_size': 64}), wd)
   return wd
 
