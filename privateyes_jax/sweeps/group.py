@@ -166,9 +166,16 @@ def _group_config(runs: Sequence[spec_lib.Run]) -> ml_collections.ConfigDict:
       'checkpoint_keep': runs[0].config.get('checkpoint_keep', 2)})
 
 
-def load_data(data_config, cache: dict | None = None):
-  """``(dataset, train_people, test_people, clients, store)``, cached by data config."""
+def load_data(data_config, cache: dict | None = None, fl_config=None):
+  """``(dataset, train_people, test_people, clients, store)``, cached by data config.
+
+  The store is the one ``fl_config`` asks for (`client_data.store_for_config`;
+  padded without one).
+  """
   key = data_config.to_json_best_effort(sort_keys=True)
+  if fl_config is not None:
+    key += repr((fl_config.get('client_store', 'auto'),
+                 fl_config.get('client_store_budget_mib', 0)))
   if cache is not None and key in cache:
     return cache[key]
   dataset = data_lib.load_dataset(data_config)
@@ -176,7 +183,9 @@ def load_data(data_config, cache: dict | None = None):
   people = list(train_people.people)
   if data_config.get('partition', 'person') == 'iid':
     people = client_data.iid_reshuffle(people, data_config.seed)
-  out = (dataset, train_people, test_people, people, client_data.make_store(people))
+  store = (client_data.make_store(people) if fl_config is None
+           else client_data.store_for_config(people, fl_config))
+  out = (dataset, train_people, test_people, people, store)
   if cache is not None:
     cache[key] = out
   return out
@@ -199,7 +208,7 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
   base = runs[0].config
   fl = base.fl
   num_runs = len(runs)
-  dataset, train_people, test_people, people, store = load_data(base.data, data_cache)
+  dataset, train_people, test_people, people, store = load_data(base.data, data_cache, base.fl)
   num_clients = store.num_clients
   k = server_lib.clients_per_round(fl, num_clients)
   model = gaze_models.build_model(base.model)
@@ -249,7 +258,6 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       _ROUND_FNS[fn_key] = make_round_fns(clients_train, server_opt, unravel, num_runs, k)
     fns = _ROUND_FNS[fn_key]
     predict = training.predict_fn(model.apply)
-    arrays = store.arrays()
     rounds = fl.rounds
     elapsed = float(state['elapsed_s'])
     failed = np.asarray(state['failed_round']).copy()
@@ -284,9 +292,11 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
         ids.append(cid)
         idx.append(i)
         mask.append(m)
+      arrays, round_ids, round_idx = store.round_inputs(np.concatenate(ids),
+                                                        np.concatenate(idx))
       updates, weights, losses, finite = fns.train(
-          state['params'], client_hparams, arrays, np.concatenate(ids).astype(np.int32),
-          np.concatenate(idx), np.concatenate(mask))
+          state['params'], client_hparams, arrays, np.asarray(round_ids, np.int32),
+          round_idx, np.concatenate(mask))
       alive = failed == 0
       ok = alive & np.asarray(finite)
       for i in np.flatnonzero(alive & ~ok):
