@@ -168,3 +168,24 @@ def test_engine_streamed_run_equals_padded_run(tmp_path):
   for a, b in zip(jax.tree.leaves(finals['streamed']), jax.tree.leaves(finals['padded'])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not _prefetch_threads()
+
+
+def test_streamed_store_reads_the_prepared_array_record_files(tmp_path):
+  """The on-disk path: rows read through the TFDS data source give the same batches."""
+  from privateyes_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  pytest.importorskip('tensorflow_datasets')
+  builder = tfds_source.synthetic_builder(3, 10, 0, str(tmp_path))
+  builder.download_and_prepare()
+  people = tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze').people
+  names, rows = tfds_source.person_rows(builder, 'train', chunk=7)
+  assert names == [p.person for p in people]
+  on_disk = client_data.StreamedStore(rows, names)
+  in_memory = client_data.make_store(people, 'padded')
+  ids = np.array([2, 0])
+  idx, _ = client_data.round_indices(0, 0, ids, on_disk.num_samples, STEPS, BATCH)
+  np.testing.assert_array_equal(on_disk.num_samples, in_memory.num_samples)
+  arrays, local_ids, local_idx = on_disk.round_inputs(ids, idx)
+  for field, padded in in_memory.arrays().items():
+    for row, client in enumerate(ids):
+      np.testing.assert_array_equal(np.asarray(arrays[field])[local_ids[row]][local_idx[row]],
+                                    np.asarray(padded)[client][idx[row]])
