@@ -61,11 +61,12 @@ class ClientStore:
   def num_clients(self) -> int:
     return len(self.names)
 
+  kind = 'padded'  # Not a field: the store's kind, as `StreamedStore.kind`.
+
   def arrays(self) -> dict[str, jax.Array]:
     return {'images': self.images, 'labels': self.labels, 'head_pose': self.head_pose}
 
   # The round-input interface shared with `StreamedStore`.
-  kind = 'padded'
 
   def round_inputs(self, client_ids: np.ndarray, indices: np.ndarray):
     """``(arrays, client_ids, indices)`` for the executor's program: the whole store."""
@@ -188,8 +189,10 @@ class ArrayRows:
     return len(self.labels)
 
   def take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
-    return {'images': self.images[positions], 'labels': self.labels[positions],
-            'head_pose': self.head_pose[positions]}
+    # The padded store's dtypes, whatever the people's arrays hold.
+    return {'images': np.asarray(self.images[positions], np.uint8),
+            'labels': np.asarray(self.labels[positions], np.float32),
+            'head_pose': np.asarray(self.head_pose[positions], np.float32)}
 
 
 class StreamedStore:
