@@ -189,3 +189,17 @@ def test_streamed_store_reads_the_prepared_array_record_files(tmp_path):
     for row, client in enumerate(ids):
       np.testing.assert_array_equal(np.asarray(arrays[field])[local_ids[row]][local_idx[row]],
                                     np.asarray(padded)[client][idx[row]])
+
+
+def test_sweep_group_with_streamed_store_equals_padded(tmp_path):
+  """The sweep group's program reads the streamed store's round batches the same way."""
+  from privateyes_jax.sweeps import sweep  # pylint: disable=g-import-not-at-top
+  from tests.test_sweep import sweep_config  # pylint: disable=g-import-not-at-top
+  finals = {}
+  for kind in ('padded', 'streamed'):
+    config = sweep_config('optimizer.learning_rate=0.05',
+                          **{'fl.client_store': kind, 'fl.rounds': 1})
+    sweep.run_sweep(config, str(tmp_path / kind))
+    finals[kind] = final_params(tmp_path / kind / 'runs' / 'learning_rate=0.05')
+  for a, b in zip(jax.tree.leaves(finals['streamed']), jax.tree.leaves(finals['padded'])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
