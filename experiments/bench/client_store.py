@@ -141,9 +141,9 @@ def rss() -> str:
       key, _, value = line.partition(':')
       if key in ('VmRSS', 'RssAnon', 'RssFile', 'VmHWM'):
         fields[key] = int(value.split()[0]) * 1024
-  return (f'RSS {fields.get("VmRSS", 0) / MIB:,.0f} MiB (anonymous '
-          f'{fields.get("RssAnon", 0) / MIB:,.0f}, file-backed {fields.get("RssFile", 0) / MIB:,.0f}'
-          f'), peak {fields.get("VmHWM", 0) / MIB:,.0f} MiB')
+  mib = lambda key: f'{fields.get(key, 0) / MIB:,.0f}'
+  return (f'RSS {mib("VmRSS")} MiB (anonymous {mib("RssAnon")}, file-backed '
+          f'{mib("RssFile")}), peak {mib("VmHWM")} MiB')
 
 
 def live_device_bytes() -> int:
@@ -230,11 +230,19 @@ def main(argv):
     print(f'host after compiling: {rss()}')
     trainer.peak_live = 0
     seconds, _ = trainer.rounds(store, 1, _ROUNDS.value)
+    gather_s = []
+    for r in range(_ROUNDS.value + 1, _ROUNDS.value + 4):  # Not prefetched: timed alone.
+      ids, idx, _ = trainer.plan(store, r)
+      t = time.perf_counter()
+      jax.block_until_ready(store.round_inputs(ids, idx)[0])
+      gather_s.append(time.perf_counter() - t)
     store.close()
     round_mib = store.device_bytes(_K.value, _STEPS.value, _BATCH.value) / 2 / MIB
     print(f'streamed: {_ROUNDS.value / seconds:.2f} rounds/s; peak live device buffers '
           f'{trainer.peak_live / MIB:,.1f} MiB (one round\'s batches {round_mib:,.1f} MiB); '
           f'host {rss()}')
+    print(f'  gathering + uploading one round alone (what the prefetch hides): '
+          f'{1e3 * np.median(gather_s):.0f} ms median of {len(gather_s)}')
     del store
 
     # 2. A subset where the padded store fits: padded vs streamed, alternating blocks.
