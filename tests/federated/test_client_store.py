@@ -159,10 +159,14 @@ def test_memory_plan_counts_the_round_working_set(federation):
 
 
 def test_engine_streamed_run_equals_padded_run(tmp_path):
-  """The whole engine (prefetching round r + 1 during round r): identical final models."""
+  """The whole engine (prefetching round r + 1 during round r; halted after round 1 and
+  resumed): the same final model as the padded store's uninterrupted run."""
   finals = {}
   for kind in ('padded', 'streamed'):
     config = fl_config(**{'fl.client_store': kind, 'fl.rounds': 2, 'fl.executor': 'sequential'})
+    if kind == 'streamed':
+      halted = runner.train_and_evaluate(config, str(tmp_path / kind), halt_after=1)
+      assert halted == {'halted_at_step': 1}
     runner.train_and_evaluate(config, str(tmp_path / kind))
     finals[kind] = final_params(tmp_path / kind)
   for a, b in zip(jax.tree.leaves(finals['streamed']), jax.tree.leaves(finals['padded'])):
