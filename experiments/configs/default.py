@@ -96,6 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.fl.executor = 'auto'  # auto | sequential | vmap | sharded | client_parallel.
   c.fl.compute_dtype = 'float32'  # client_parallel conv activations: float32 | bfloat16.
   c.fl.client_chunk = 0  # Clients per compiled chunk; 0 = all sampled clients at once.
+  # Clients' data: padded on the device | streamed (each round's batches uploaded, next
+  # round prefetched) | auto: streamed when padded exceeds the budget (federated/client_data.py).
+  c.fl.client_store = 'auto'
+  c.fl.client_store_budget_mib = 0  # Budget of the padded store; 0: 1/4 of device memory.
   c.fl.unroll = True  # Unroll local steps (XLA:CPU runs conv loops ~10x slower).
   c.fl.eval_every = 1  # Rounds between evaluations.
   c.fl.checkpoint_every = 1  # Rounds between checkpoints.

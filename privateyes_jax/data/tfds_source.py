@@ -139,3 +139,56 @@ def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_
       difficulty=difficulty)
   builder = SyntheticIdentities(config=config, data_dir=data_dir, file_format='array_record')
   return builder
+
+
+class RecordRows:
+  """One person's samples in a prepared split, read from its array_record files on demand.
+
+  A row source of `privateyes_jax.federated.client_data.StreamedStore`: ``take``
+  reads only the asked records through the TFDS data source (random access), so a
+  dataset larger than the host's memory trains without ever being loaded whole.
+
+  Attributes:
+    source: the split's ``as_data_source()`` (shared by every person of the split).
+    record_ids: ``[samples]`` the person's record numbers in the split, in source order.
+  """
+
+  def __init__(self, source, record_ids: np.ndarray):
+    self.source = source
+    self.record_ids = np.asarray(record_ids, np.int64)
+
+  @property
+  def num_samples(self) -> int:
+    return len(self.record_ids)
+
+  def take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    records = self.source.__getitems__(self.record_ids[np.asarray(positions)].tolist())
+    return {'images': np.stack([r['image'] for r in records]).astype(np.uint8),
+            'labels': np.stack([r['label'] for r in records]).astype(np.float32),
+            'head_pose': np.stack([r['head_pose'] for r in records]).astype(np.float32)}
+
+
+def person_rows(builder, split: str, people=None,
+                chunk: int = 4096) -> tuple[list[str], list[RecordRows]]:
+  """``(names, rows)``: every person of a prepared split as a `RecordRows` (sorted by name).
+
+  One pass over the split reads each record's person and source position, ``chunk``
+  records at a time, so host memory holds the index, not the images. ``people``
+  keeps only those person names (in sorted order). The order of samples and people
+  is `read_gaze_dataset`'s, so the same indices give the same samples.
+  """
+  try:
+    source = builder.as_data_source(split=split)
+  except Exception as e:  # pylint: disable=broad-except
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise base.DatasetError(f'Cannot read split {split!r} of {builder.name} from '
+                            f'{builder.data_dir}: {first_line}') from e
+  by_person = collections.defaultdict(list)
+  for start in range(0, len(source), chunk):
+    ids = list(range(start, min(start + chunk, len(source))))
+    for i, r in zip(ids, source.__getitems__(ids)):
+      by_person[_decode(r['person'])].append((int(r['index']), i))
+  wanted = sorted(by_person) if people is None else sorted(set(people) & set(by_person))
+  rows = [RecordRows(source, np.array([i for _, i in sorted(by_person[p])], np.int64))
+          for p in wanted]
+  return wanted, rows

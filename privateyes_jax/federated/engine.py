@@ -122,7 +122,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     people = client_data.iid_reshuffle(people, config.data.seed)
   elif config.data.get('partition', 'person') != 'person':
     raise ValueError(f'data.partition must be "person" or "iid", got {config.data.partition!r}.')
-  store = client_data.make_store(people)
+  store = client_data.store_for_config(people, fl)  # Padded on the device, or streamed.
   num_clients = store.num_clients
   k = num_clients if local_only else server_lib.clients_per_round(fl, num_clients)
 
@@ -182,12 +182,19 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   elapsed = float(state['elapsed_s'])
   errors = None
   upload_bytes = 4 * num_params  # float32 update, plain FL.
-  for r in range(start_round, rounds):
-    t_round = time.perf_counter()
+
+  def round_plan(r):  # Pure in (seed, r): the streamed store fetches round r + 1 early.
     client_ids = (np.arange(num_clients) if local_only else
                   server_lib.sample_clients(config.seed, r, num_clients, k))
-    indices, mask = client_data.round_indices(config.seed, r, client_ids, store.num_samples,
-                                              fl.local_steps, config.batch_size)
+    return (client_ids, *client_data.round_indices(config.seed, r, client_ids,
+                                                   store.num_samples, fl.local_steps,
+                                                   config.batch_size))
+
+  for r in range(start_round, rounds):
+    t_round = time.perf_counter()
+    client_ids, indices, mask = round_plan(r)
+    if r + 1 < rounds and (halt_after is None or r + 1 < halt_after):
+      store.prefetch(*round_plan(r + 1)[:2])  # Overlaps this round's training.
     source = state['client_params'] if local_only else state['params']
     if not local_only and hasattr(aggregator, 'distribute_model'):
       # Every client compares the model digests of all servers (docs/MPC.md §6a).

@@ -1,9 +1,10 @@
 """Local training of one client, and the executors that run many clients.
 
 `make_local_train` builds the pure function one client runs: from the global
-params, ``local_steps`` optimizer steps on its own batches (gathered from the
-device-resident `ClientStore`), returning its individual update
-``Δ = θ_local − θ`` flattened to ``[params]``, its mean loss and the number of
+params, ``local_steps`` optimizer steps on its own batches (gathered on the device
+from the arrays the store gives for the round, `ClientStore.round_inputs`: the whole
+padded store, or the streamed store's round batches), returning its individual
+update ``Δ = θ_local − θ`` flattened to ``[params]``, its mean loss and the number of
 samples it used.
 
 Executors run that function for all sampled clients and return
@@ -225,12 +226,14 @@ class Executor:
     Args:
       params: the global params pytree, or with ``per_client_params`` a pytree whose
         leaves have a leading ``[len(client_ids)]`` axis (local-only training).
-      store: the clients' device-resident data.
+      store: the clients' data (`client_data.ClientStore` or `StreamedStore`).
       client_ids: ``[C]`` indices into ``store``.
       indices, mask: ``[C, steps, B]`` from `client_data.round_indices`.
     """
-    arrays = store.arrays()
     c = len(client_ids)
+    # The one place the executor reads data: the padded store's whole arrays with the
+    # round's ids and indices, or the streamed store's round batches with local ones.
+    arrays, client_ids, indices = store.round_inputs(client_ids, indices)
     if self.resolved == 'sequential':
       fn = self._single()
       outs = []
@@ -240,7 +243,7 @@ class Executor:
       return LocalResults(*(jnp.stack(x) for x in zip(*outs)))
 
     if self.resolved == 'sharded':
-      return self._run_sharded(params, store, client_ids, indices, mask, per_client_params)
+      return self._run_sharded(params, arrays, client_ids, indices, mask, per_client_params)
     mesh = None
     chunk = self.client_chunk or c
     fn = self._vmapped(per_client_params, mesh)
@@ -265,22 +268,22 @@ class Executor:
       self._mesh = Mesh(np.array(jax.devices()), ('clients',))
     return self._mesh
 
-  def _replicated_store(self, store: client_data.ClientStore, sharding: NamedSharding):
-    """The store's arrays replicated on every mesh device, placed once per store.
+  def _replicated_store(self, arrays: dict[str, jax.Array], sharding: NamedSharding):
+    """The store's arrays replicated on every mesh device, placed once per array.
 
     Every process builds the same store (the data are a pure function of the
     config), so each only places its own copy on its own devices; nothing crosses
-    hosts. Kept for later rounds: the jit would otherwise copy the store to every
-    device in every call.
+    hosts. Kept for later rounds: the jit would otherwise copy the padded store to
+    every device in every call (a streamed store's round batches are new each round).
     """
     cached = getattr(self, '_placed_store', None)
-    if cached is None or cached[0] is not store:
+    if cached is None or cached[0] is not arrays['images']:
       self._placed_store = None  # Free the previous store's replicas first.
-      arrays = {k: global_array(v, sharding) for k, v in store.arrays().items()}
-      cached = self._placed_store = (store, arrays)
+      placed = {k: global_array(v, sharding) for k, v in arrays.items()}
+      cached = self._placed_store = (arrays['images'], placed)
     return cached[1]
 
-  def _run_sharded(self, params, store, client_ids, indices, mask, per_client_params):
+  def _run_sharded(self, params, arrays, client_ids, indices, mask, per_client_params):
     """``run`` with the client axis split over `mesh` (one or several processes).
 
     Chunks are padded to a multiple of the mesh size. The global params are
@@ -292,7 +295,7 @@ class Executor:
     mesh = self.mesh()
     shard = NamedSharding(mesh, PartitionSpec('clients'))
     repl = NamedSharding(mesh, PartitionSpec())
-    arrays = self._replicated_store(store, repl)
+    arrays = self._replicated_store(arrays, repl)
     c = len(client_ids)
     chunk = self.client_chunk or c
     chunk = -(-chunk // mesh.size) * mesh.size  # Round up to a multiple of the mesh size.

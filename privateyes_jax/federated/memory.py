@@ -3,7 +3,8 @@
 A round holds, on the busiest device (device 0; see DESIGN.md §3)::
 
   common    global params (+ server optimizer state), the client store (one
-            replica per device for the sharded executor), the round's individual
+            replica per device for the sharded executor; for the streamed store the
+            round's batches and one prefetched round), the round's individual
             updates ``[C, P]`` float32 (twice while the chunks are concatenated)
   training  per chunk: the executor's compiled program, ``fixed + per_client ×
             clients of the chunk on this device`` (activations, per-client params,
@@ -126,8 +127,10 @@ def tree_bytes(tree: Any) -> int:
                  for x in jax.tree.leaves(tree)))
 
 
-def store_bytes(store: client_data.ClientStore) -> int:
-  return tree_bytes(store.arrays())
+def store_bytes(store, num_clients: int = 0, local_steps: int = 0,
+                batch_size: int = 0) -> int:
+  """Device bytes of the store in a round of ``num_clients`` (padded: all of it)."""
+  return store.device_bytes(num_clients, local_steps, batch_size)
 
 
 def _abstract(tree: Any) -> Any:
@@ -157,7 +160,8 @@ def compiled_chunk_bytes(executor: executors_lib.Executor, params: Any,
   else:
     mesh = executor.mesh() if executor.resolved == 'sharded' else None
     fn = executor._vmapped(False, mesh)  # pylint: disable=protected-access
-  compiled = fn.lower(_abstract(params), _abstract(store.arrays()), *args_tail).compile()
+  arrays = store.abstract_arrays(chunk, local_steps, batch_size)
+  compiled = fn.lower(_abstract(params), arrays, *args_tail).compile()
   try:
     stats = compiled.memory_analysis()
   except (NotImplementedError, RuntimeError):
@@ -190,7 +194,8 @@ def training_cost(executor: executors_lib.Executor, params: Any,
     if b_lo is not None and b_hi is not None:
       per_client = max(0, -(-(b_hi - b_lo) // (hi - lo)))
       return TrainingCost(max(0, b_lo - per_client * lo), per_client, 'xla')
-  sample_bytes = tree_bytes(jax.tree.map(lambda x: x[0, 0], store.arrays()))
+  sample_bytes = tree_bytes(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[2:], x.dtype),
+                                         store.abstract_arrays(1, 1, 1)))
   per_client = 5 * tree_bytes(params) + local_steps * batch_size * sample_bytes
   if executor.resolved == 'sequential':
     return TrainingCost(per_client, 0, 'estimate')
@@ -243,7 +248,8 @@ def plan_round(executor: executors_lib.Executor, params: Any,
   training = training or training_cost(executor, params, store, local_steps, batch_size)
   p_bytes = tree_bytes(params)
   # Sharded: every device holds a replica; device 0 also keeps the original store.
-  s_bytes = store_bytes(store) * (2 if executor.resolved == 'sharded' else 1)
+  s_bytes = (store_bytes(store, num_clients, local_steps, batch_size)
+             * (2 if executor.resolved == 'sharded' else 1))
   full = -(-num_clients // n_dev) * n_dev
 
   def common(num_chunks: int) -> int:

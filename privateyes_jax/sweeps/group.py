@@ -175,19 +175,22 @@ class GroupData(NamedTuple):
   val_people: Any
   test_people: Any
   clients: list  # The training people as clients: standardised labels, iid if asked.
-  store: client_data.ClientStore
+  store: Any  # client_data.ClientStore or StreamedStore (fl.client_store).
   label_scaling: label_scaling_lib.LabelScaling
 
 
 def load_data(config, cache: dict | None = None) -> GroupData:
-  """The group's data, cached by what it depends on (data, method, aggregator).
+  """The group's data, cached by what it depends on (data, method, aggregator, store).
 
   The label scaling is computed as a single run of ``config`` computes it
   (`label_scaling.resolve`); it does not depend on seeds or learning rates, so every
-  run of the group shares it.
+  run of the group shares it. The store is the one ``config.fl`` asks for
+  (`client_data.store_for_config`).
   """
   key = json.dumps([workdir_lib.config_to_dict(config.data), config.method,
-                    workdir_lib.config_to_dict(config.aggregator)], sort_keys=True)
+                    workdir_lib.config_to_dict(config.aggregator),
+                    config.fl.get('client_store', 'auto'),
+                    config.fl.get('client_store_budget_mib', 0)], sort_keys=True)
   if cache is not None and key in cache:
     return cache[key]
   data_config = config.data
@@ -198,7 +201,7 @@ def load_data(config, cache: dict | None = None) -> GroupData:
   if data_config.get('partition', 'person') == 'iid':
     people = client_data.iid_reshuffle(people, data_config.seed)
   out = GroupData(dataset, train_people, val_people, test_people, people,
-                  client_data.make_store(people), scaling)
+                  client_data.store_for_config(people, config.fl), scaling)
   if cache is not None:
     cache[key] = out
   return out
@@ -276,7 +279,6 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
       _ROUND_FNS[fn_key] = make_round_fns(clients_train, server_opt, unravel, num_runs, k)
     fns = _ROUND_FNS[fn_key]
     predict = training.predict_fn(model.apply, data.label_scaling)
-    arrays = store.arrays()
     rounds = fl.rounds
     elapsed = float(state['elapsed_s'])
     failed = np.asarray(state['failed_round']).copy()
@@ -313,9 +315,11 @@ def train_group(runs: Sequence[spec_lib.Run], sweep_dir: str,
         ids.append(cid)
         idx.append(i)
         mask.append(m)
+      arrays, round_ids, round_idx = store.round_inputs(np.concatenate(ids),
+                                                        np.concatenate(idx))
       updates, weights, losses, finite = fns.train(
-          state['params'], client_hparams, arrays, np.concatenate(ids).astype(np.int32),
-          np.concatenate(idx), np.concatenate(mask))
+          state['params'], client_hparams, arrays, np.asarray(round_ids, np.int32),
+          round_idx, np.concatenate(mask))
       alive = failed == 0
       ok = alive & np.asarray(finite)
       for i in np.flatnonzero(alive & ~ok):
