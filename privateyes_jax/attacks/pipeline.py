@@ -681,8 +681,10 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
             num_real=config.num_real_images)
         _collect(per_person, tg.threat_model, rows, seed, fed[0].federation_seed)
         shared_of[tg.threat_model] = tg.shared
-        views.setdefault(tg.threat_model, {'view': tg.view, 'round': tg.recorded.round,
-                                           'runs': []})['runs'].append(tg.recorded.run_dir)
+        runs_of = views.setdefault(tg.threat_model, {'view': tg.view, 'round': tg.recorded.round,
+                                                     'runs': []})['runs']
+        if tg.recorded.run_dir not in runs_of:
+          runs_of.append(tg.recorded.run_dir)
         if f == 0 and s_i == 0:
           plots[tg.threat_model] = results[tg.threat_model]
       some_null = next(iter(nulls.values()))
