@@ -161,15 +161,24 @@ def strong_tiny_attack():
 
 
 def _recording(monkeypatch):
-  """Records every reconstruction the pipeline hands to the evaluation, in order."""
+  """Records the reconstructions of every per-client view the pipeline evaluates, in order."""
   seen = []
   real = evaluation.evaluate_people
 
   def evaluate_people(attacks, people, classifier, **kwargs):
-    seen.append([np.asarray(a['images']) for a in attacks])
+    if not kwargs.get('shared'):
+      seen.append([np.asarray(a['images']) for a in attacks])
     return real(attacks, people, classifier, **kwargs)
   monkeypatch.setattr(evaluation, 'evaluate_people', evaluate_people)
   return seen
+
+
+def _null_row(context):
+  """A shared row of pure noise: random prior samples for everybody, whatever the view."""
+  images = gan_prior.sample_images(context.prior, jax.random.PRNGKey(context.attack_seed), 4)
+  gaze = np.random.default_rng(context.attack_seed).normal(0.0, 0.1, (32, 2))
+  return context.evaluate([{'images': np.asarray(images), 'gaze': gaze}] * len(context.people),
+                          True)
 
 
 @pytest.fixture(scope='module')
@@ -178,9 +187,11 @@ def strong_plain_fl(runs, tmp_path_factory):
   mp = pytest.MonkeyPatch()
   seen = _recording(mp)
   out_dir = str(tmp_path_factory.mktemp('strong') / 'attack')
+  pipeline.register_row('null_view', _null_row, shared=True)
   try:
     out = pipeline.run_attack(strong_tiny_attack(), [runs[0]], out_dir)
   finally:
+    del pipeline.EXTRA_ROWS['null_view']
     mp.undo()
   return out, seen, out_dir
 
@@ -224,25 +235,14 @@ def test_attack_never_reads_target_images(strong_plain_fl, runs, monkeypatch, tm
   assert before['psnr'] != after['psnr'] and before['ssim'] != after['ssim']
 
 
-def test_null_view_row_scores_at_chance_under_shared_scoring(runs, tmp_path):
+def test_null_view_row_scores_at_chance_under_shared_scoring(strong_plain_fl):
   """A registered row (the extra-row hook) whose "reconstructions" are random prior
   samples, one set for everybody: no count, rank (n+1)/2 exactly, AUC vs null near 0.5.
   Mutants killed: argmax count on a shared view; ties or shared rows counted for the true
   person; the hook's rows left out of the table."""
-  def null_row(context):
-    images = gan_prior.sample_images(context.prior, jax.random.PRNGKey(context.attack_seed), 4)
-    gaze = np.random.default_rng(context.attack_seed).normal(0.0, 0.1, (32, 2))
-    result = {'images': np.asarray(images), 'gaze': gaze}
-    return context.evaluate([result] * len(context.people), True)
-
-  pipeline.register_row('null_view', null_row, shared=True)
-  try:
-    config = tiny_attack(attack_seeds=3)
-    out = pipeline.run_attack(config, [runs[0]], None)
-  finally:
-    del pipeline.EXTRA_ROWS['null_view']
+  out, _, _ = strong_plain_fl
   row = out['threat_models']['null_view']
-  assert row['shared'] and row['reidentified'] is None and row['repetitions'] == 3
+  assert row['shared'] and row['reidentified'] is None and row['repetitions'] == 2
   assert row['rank']['mean'] == 2.5 and row['rank']['by_construction']
   assert abs(row['auc_vs_null']['mean'] - 0.5) < 0.25
   assert 'null_view' in pipeline.format_table(out['threat_models'])
