@@ -7,8 +7,15 @@ Each ``--run`` is the workdir of a federated run trained with ``record_views=las
 (or ``all``); every threat model its view allows is attacked (plain FL / adaptive FL
 from a ``mean`` run; the PrivatEyes coalition, its output model and generic MPC from
 a ``privateyes`` run). ``--workdir`` receives ``summary.json``, ``reconstructions.png``,
-``gaze.png`` and the GAN prior's checkpoints; rerunning the same command reads the
-finished results back.
+``gaze.png``, ``per_person.png`` and the GAN prior's checkpoints; rerunning the same
+command reads the finished results back.
+
+Repetitions: every threat model is attacked with ``--config.attack_seeds`` seeds, on
+every federation given: pass the runs of several training seeds (e.g. the demo's
+``--federations=3`` trains them into ``runs/demo/federations/seed<s>/``) and each row
+pools them; ``:full`` requires at least 3 federations (``min_federations``). The
+table gives 95% intervals, the chance expectation and one-sided p-values
+(privateyes_jax/attacks/scoring.py).
 """
 
 import os

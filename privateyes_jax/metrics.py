@@ -156,6 +156,30 @@ def recovered_gaze_error_deg(recovered, true) -> float:
   return float(angular_error_deg(mean_gaze(recovered), mean_gaze(true)))
 
 
+def mean_label(labels, label_kind: str = 'gaze') -> np.ndarray:
+  """The centre ``[2]`` of ``[N, 2]`` labels: the mean direction for gaze, the mean point for screen."""
+  if label_kind == 'gaze':
+    return mean_gaze(labels)
+  if label_kind == 'screen':
+    return np.mean(np.asarray(labels, np.float64), axis=0)
+  raise ValueError(f'Unknown label kind {label_kind!r}; expected "gaze" or "screen".')
+
+
+def recovered_label_error(recovered, true, label_kind: str = 'gaze') -> float:
+  """Error between the centres of recovered and true label samples, in the run's label unit.
+
+  Gaze: the angular error (degrees) of the mean directions; screen targets: the
+  Euclidean distance of the mean points (the labels' own unit, e.g. mm).
+  """
+  a, b = mean_label(recovered, label_kind), mean_label(true, label_kind)
+  return float(label_error(np.asarray(a), np.asarray(b), label_kind))
+
+
+def label_unit(label_kind: str, screen_unit: str = 'label units') -> str:
+  """How a label error is printed: ``'deg'`` for gaze, the dataset's unit for screen targets."""
+  return 'deg' if label_kind == 'gaze' else screen_unit
+
+
 def reidentification(classifier_logits, true_ids, background_logits=None) -> dict:
   """Re-identification by an evaluation classifier from each person's reconstructions.
 

@@ -11,10 +11,11 @@ and writes ``out_dir/report.md`` with
   each server sends per round, interaction rounds, PrivatEyes vs plain FL round
   time on the same dataset, and the ESTIMATED cost of training entirely inside
   MPC (generic MPC) and of the PrivatEyes offline phase (`mpc.costs`);
-* **Privacy**: DualView per threat model (re-identified, top-5, PSNR, SSIM, gaze
-  error, gaze KL) with the no-leakage reference;
+* **Privacy**: DualView per threat model with 95% intervals, chance and
+  p-values (re-identified for per-client views only, rank, AUC vs a null view,
+  PSNR, SSIM, label error and KL beside a matched no-leakage guess);
 * **Figures** (``out_dir/figures/``): held-out error versus round per dataset,
-  and each attack's reconstruction grid and gaze-distribution plot.
+  and each attack's per-person scores, reconstruction grid and gaze-distribution plot.
 
 Runs are grouped by dataset. Within a dataset every run must have been evaluated
 on the same held-out people, otherwise their errors are not comparable and the
@@ -246,23 +247,34 @@ def cost_section(groups: dict[str, list[Run]]) -> str:
 
 
 def privacy_section(attacks: Sequence[Attack], figures: dict[str, list[str]]) -> str:
-  """DualView per threat model, per attack directory."""
+  """DualView per threat model, per attack directory: 95% intervals, chance, p-values."""
   if not attacks:
     return '## Privacy\n\nNo DualView attack found (run `python -m experiments.attack`).'
   out = ['## Privacy (DualView)', '']
   for a in attacks:
     s = a.summary
-    rows = [[name, f'{t["reidentified"]}/{t["num_people"]}', f'{t["top5"]}/{t["num_people"]}',
-             _fmt(t['psnr']), _fmt(t['ssim'], '.3f'), _fmt(t['gaze_error_deg']),
-             _fmt(t['gaze_kl'])]
-            for name, t in pipeline.in_threat_order(s['threat_models']).items()]
+    if 'attack_seeds' not in s:  # An attack directory written before issue #14.
+      out += [f'`{a.name}`: written by an older attack without repetitions; rerun it '
+              '(`experiments.attack --overwrite`) for intervals.', '']
+      continue
+    n, unit = s['num_people'], s.get('label_unit', 'deg')
+    header = list(pipeline.TABLE_HEADER)
+    header[8], header[9] = f'label err ({unit})', f'no-leak err ({unit})'
     ref = s.get('population_gaze_reference') or {}
-    rows.append(['no leakage (guess the population)', '', '', '', '',
-                 _fmt(ref.get('gaze_error_deg')), _fmt(ref.get('gaze_kl'))])
-    out += [f'`{a.name}` (evaluation classifier held-out accuracy '
-            f'{_fmt(s.get("classifier_accuracy"), ".3f")}):', '',
-            _table(['threat model', 're-identified', 'top-5', 'PSNR', 'SSIM', 'gaze err (deg)',
-                    'gaze KL'], rows), '']
+    out += [f'`{a.name}`: {n} clients, attack seeds {s["attack_seeds"]} x federations '
+            f'(training seeds) {s["federation_seeds"]}; evaluation classifier held-out accuracy '
+            f'{_fmt(s.get("classifier_accuracy"), ".3f")}.', '',
+            _table(header, pipeline.table_rows(s['threat_models'])), '',
+            f'Chance: re-identified 1/{n} = {1 / n:.3f} per person, only for per-client views '
+            '(a shared view has one reconstruction for everybody, so an argmax count would be '
+            f'fixed by construction); mean rank {(n + 1) / 2:.1f} (for a shared view exactly, by '
+            'construction); AUC vs null 0.5 (the true person\'s scores on the view\'s '
+            'reconstructions against a null view\'s). 95% intervals: Clopper-Pearson for '
+            'counts (pooled over people, seeds and federations), Student t over independent '
+            'units for rank and AUC; p: one-sided tests against chance. No-leakage columns: '
+            f'the attack\'s own view-2 distribution moved to the {s.get("baseline_centre")}; '
+            f'guessing the federation\'s population gives {_fmt(ref.get("label_error"))} '
+            f'{unit}, KL {_fmt(ref.get("gaze_kl"))}.', '']
     for fig in figures.get(a.name, []):
       out.append(f'![{a.name}: {os.path.basename(fig)}]({fig})')
     out.append('')
@@ -325,7 +337,7 @@ def build_report(paths: Sequence[str], out_dir: str) -> str:
     if a.name in attack_figures:  # Two attack directories of the same name.
       a.name = f'{a.name}#{i}'
     attack_figures[a.name] = []
-    for png in ('reconstructions.png', 'gaze.png'):
+    for png in ('per_person.png', 'reconstructions.png', 'gaze.png'):
       src = os.path.join(a.path, png)
       if os.path.exists(src):
         dst = f'{_slug(a.name)}_{png}'

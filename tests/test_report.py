@@ -42,15 +42,16 @@ def test_report_has_every_table_and_figure(demo_like, tmp_path):
   assert '| synthetic | privateyes | 3 |' in cost and 'ESTIMATE' in cost
   privateyes_row = [l for l in cost.splitlines() if '| privateyes |' in l][0]
   assert privateyes_row.count('–') == 0  # Every column filled: server bytes, rounds, estimates.
-  # Privacy: one row per threat model and the no-leakage reference.
+  # Privacy: one row per threat model with intervals, then chance and the no-leakage reference.
   privacy = text[text.index('## Privacy'):]
   positions = [privacy.index(cell) for cell in (
       '| plain_fl |', '| privateyes |', '| privateyes_output_model |', '| generic_mpc |',
-      '| no leakage (')]
+      'Chance: re-identified 1/4')]
   assert positions == sorted(positions)  # In threat-model order, whatever the JSON order.
+  assert 'shared view: no count' in privacy and '95% CI' in privacy
   # Figures exist and are linked.
   for fig in ('error_vs_round_synthetic.png', 'runs_attack_reconstructions.png',
-              'runs_attack_gaze.png'):
+              'runs_attack_gaze.png', 'runs_attack_per_person.png'):
     assert os.path.getsize(os.path.join(out, 'figures', fig)) > 1000, fig
     assert f'figures/{fig}' in text, fig
 

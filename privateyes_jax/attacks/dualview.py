@@ -305,8 +305,10 @@ def make_inversion(prior: gan_prior.Prior, apply_fn: Callable, attack_config,
 
     def one(z_r, y_r, hp_r):
       x = generate(z_r, cond)
-      u, feats = simulated_update(apply_fn, params, gan_models.to_model_images(x), hp_r, y_r,
-                                  layers, cfg.huber_delta, feature_layer)
+      simulated = simulated_update(apply_fn, params, gan_models.to_model_images(x), hp_r, y_r,
+                                   layers, cfg.huber_delta, feature_layer)
+      # Without a feature layer only the update comes back (feature_weight=0).
+      u, feats = simulated if feature_layer else (simulated, None)
       match = cosine_distance(u, targets['update'])
       if feature_layer:  # Cosine: the scale of φ̄ depends on η, T and the batch size.
         if cfg.feature_match == 'each':

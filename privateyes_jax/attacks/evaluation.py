@@ -6,12 +6,17 @@ its own accuracy. A weak oracle would make "0/15 re-identified" meaningless, so
 `check_usable` refuses (ValueError) to report re-identification from a classifier
 whose held-out accuracy is below ``min_accuracy``.
 
-Per person and threat model: re-identified (top-1) and top-5 from the mean
-log-probability of the person's K reconstructions; PSNR and SSIM of each
-reconstruction against its **best-matching** real image of that person (the
-reconstructions are not paired with particular real images), averaged over the K
-reconstructions; the angular error between the recovered and the true mean gaze;
-and the KL divergence between KDEs of the true and the recovered gaze samples.
+Per person and threat model (`evaluate_people`): the true person's rank among
+the federation and, for per-client views only, re-identified (rank 1) and top-5,
+from the calibrated mean log-probability of the person's K reconstructions; the
+AUC of the true person's per-image scores against a null view's reconstructions
+(`scoring`); PSNR and SSIM of each reconstruction against its **best-matching**
+real image of that person (the reconstructions are not paired with particular real
+images), averaged over the K reconstructions; the error between the recovered and
+the true mean label (degrees for gaze, the labels' unit for screen targets); the KL
+divergence between KDEs of the true and the recovered label samples; and the same
+two for a matched no-leakage guess (the attack's own distribution moved to a
+public centre).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from privateyes_jax.data import base
 from privateyes_jax.models import identity
 
 DEFAULT_MIN_ACCURACY = 0.8
-SUMMARY_KEYS = ('reidentified', 'num_people', 'top5', 'psnr', 'ssim', 'gaze_error_deg', 'gaze_kl')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,27 +121,41 @@ def best_match_similarity(reconstructions: np.ndarray, real: np.ndarray) -> tupl
 
 
 def evaluate_people(attacks: Sequence[Mapping[str, np.ndarray]], people: Sequence[base.PersonData],
-                    classifier: EvaluationClassifier, *, class_ids: Sequence[int] | None = None,
+                    classifier: EvaluationClassifier, *, null_images: np.ndarray,
+                    shared: bool = False, class_ids: Sequence[int] | None = None,
                     num_real: int = 100, min_accuracy: float = DEFAULT_MIN_ACCURACY,
-                    background: np.ndarray | None = None) -> list[dict]:
-  """Per-person DualView metrics for one threat model.
+                    background: np.ndarray | None = None, label_kind: str = 'gaze',
+                    baseline_centre: np.ndarray | None = None) -> list[dict]:
+  """Per-person DualView metrics for one threat model, one attack seed, one federation.
 
   Args:
     attacks: per attacked person, `dualview.attack_person`'s result (``images``
-      uint8 ``[K, 36, 60, 1]``, ``gaze`` ``[M, 2]``).
+      uint8 ``[K, 36, 60, 1]``, ``gaze`` ``[M, 2]``: view 2's samples in the run's
+      label space); the same result for every person under a shared view.
     people: the attacked people's real data, in the same order.
     classifier: the oracle; refused if below ``min_accuracy``.
-    class_ids: each person's class in the classifier (default: position in
-      ``classifier.person_names`` by name).
+    null_images: uint8 reconstructions from null views (noise in place of the
+      model change, same attack budget); ``auc_vs_null`` compares against them.
+    shared: the view is the same for every person: no ``reidentified`` key
+      (an argmax over one reconstruction names one person for everybody).
+    class_ids: each person's class in the classifier (default: by name).
     num_real: real images per person (evenly spaced) for the best-match PSNR/SSIM.
     background: uint8 images without identity (random samples of the attack's
-      prior); the classifier's scores are calibrated against them
-      (`metrics.reidentification`), so that chance stays chance.
+      prior); scores are calibrated against them (`scoring.calibrated_image_scores`).
+    label_kind: ``'gaze'`` (pitch/yaw radians; errors in degrees) or ``'screen'``
+      (screen targets; errors in the labels' unit).
+    baseline_centre: ``[2]`` the no-leakage guess's centre (e.g. the public
+      auxiliary people's mean label). The matched baseline is the attack's own
+      view-2 samples moved to this centre: the same family and spread, no
+      information about the person. None: no baseline columns.
 
   Returns:
-    One dict per person: ``person``, ``reidentified`` (bool), ``top5`` (bool),
-    ``predicted`` (person name), ``psnr``, ``ssim``, ``gaze_error_deg``, ``gaze_kl``.
+    One dict per person: ``person``, ``rank`` (1-based among the classifier's
+    people; chance (n+1)/2), ``auc_vs_null``, ``predicted``, ``reidentified`` and
+    ``top5`` (per-client views only), ``psnr``, ``ssim``, ``label_error``,
+    ``gaze_kl`` and, with ``baseline_centre``, ``baseline_label_error`` and ``baseline_kl``.
   """
+  from privateyes_jax.attacks import scoring  # pylint: disable=g-import-not-at-top
   check_usable(classifier, min_accuracy)
   if len(attacks) != len(people):
     raise ValueError(f'{len(attacks)} attack results for {len(people)} people.')
@@ -147,35 +165,54 @@ def evaluate_people(attacks: Sequence[Mapping[str, np.ndarray]], people: Sequenc
     if missing:
       raise ValueError(f'People {missing} are not classes of the evaluation classifier.')
     class_ids = [names.index(p.person) for p in people]
-  logits = np.stack([classifier.logits(a['images']) for a in attacks])
-  reid = metrics.reidentification(
-      logits, np.asarray(class_ids),
-      None if background is None else classifier.logits(np.asarray(background)))
+  bg = None if background is None else classifier.logits(np.asarray(background))
+  cache: dict[int, np.ndarray] = {}  # A shared view's images are scored once.
+
+  def image_scores(images):
+    if id(images) not in cache:
+      cache[id(images)] = scoring.calibrated_image_scores(classifier.logits(images), bg)
+    return cache[id(images)]
+
+  scores = scoring.person_scores([image_scores(a['images']) for a in attacks],
+                                 scoring.calibrated_image_scores(
+                                     classifier.logits(np.asarray(null_images)), bg),
+                                 class_ids)
   rows = []
   for i, (a, p) in enumerate(zip(attacks, people)):
     real = p.images[np.linspace(0, p.num_samples - 1, min(num_real, p.num_samples)).astype(int)]
     psnr, ssim = best_match_similarity(np.asarray(a['images']), real)
-    rows.append({
-        'person': p.person,
-        'reidentified': bool(reid['rank'][i] == 0),
-        'top5': bool(reid['rank'][i] < 5),
-        'predicted': classifier.person_names[int(reid['predicted'][i])],
-        'psnr': psnr,
-        'ssim': ssim,
-        'gaze_error_deg': metrics.recovered_gaze_error_deg(a['gaze'], p.labels),
-        'gaze_kl': metrics.gaze_kde_kl(p.labels, a['gaze']),
-    })
+    row = {'person': p.person, 'rank': float(scores['rank'][i]),
+           'auc_vs_null': float(scores['auc_vs_null'][i]),
+           'predicted': classifier.person_names[int(scores['predicted'][i])],
+           'psnr': psnr, 'ssim': ssim,
+           'label_error': metrics.recovered_label_error(a['gaze'], p.labels, label_kind),
+           'gaze_kl': metrics.gaze_kde_kl(p.labels, a['gaze'])}
+    if not shared:
+      row['reidentified'] = bool(scores['rank'][i] == 1)
+      row['top5'] = bool(scores['rank'][i] <= 5)
+    if baseline_centre is not None:
+      guess = baseline_samples(a['gaze'], baseline_centre, label_kind)
+      row['baseline_label_error'] = metrics.recovered_label_error(guess, p.labels, label_kind)
+      row['baseline_kl'] = metrics.gaze_kde_kl(p.labels, guess)
+    rows.append(row)
   return rows
 
 
+def baseline_samples(samples: np.ndarray, centre: np.ndarray, label_kind: str) -> np.ndarray:
+  """The matched no-leakage guess: ``samples`` ``[M, 2]`` moved so that their centre is ``centre``."""
+  samples = np.asarray(samples, np.float64)
+  moved = samples - metrics.mean_label(samples, label_kind) + np.asarray(centre, np.float64)
+  if label_kind == 'gaze':  # Nudge to the exact mean direction (the shift is in angles).
+    moved = moved - metrics.mean_label(moved, label_kind) + np.asarray(centre, np.float64)
+  return moved.astype(np.float32)
+
+
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict:
-  """The summary row of one threat model: counts and means over people (keys `SUMMARY_KEYS`)."""
+  """Means over people of one seed's rows (the pooled statistics are `scoring.summarize_row`)."""
   if not rows:
     raise ValueError('No per-person rows to summarize.')
-  mean = lambda k: float(np.mean([r[k] for r in rows]))
-  return {'reidentified': int(sum(r['reidentified'] for r in rows)), 'num_people': len(rows),
-          'top5': int(sum(r['top5'] for r in rows)), 'psnr': mean('psnr'), 'ssim': mean('ssim'),
-          'gaze_error_deg': mean('gaze_error_deg'), 'gaze_kl': mean('gaze_kl')}
+  keys = [k for k in rows[0] if isinstance(rows[0][k], (bool, int, float))]
+  return {k: float(np.mean([r[k] for r in rows])) for k in keys} | {'num_people': len(rows)}
 
 
 # ----------------------------------------------------------------------------- plots
@@ -213,26 +250,65 @@ def plot_reconstructions(path: str, people: Sequence[base.PersonData],
 
 
 def plot_gaze(path: str, people: Sequence[base.PersonData],
-              recovered: Mapping[str, Sequence[np.ndarray]], columns: int = 5) -> None:
-  """PNG of per-person scatter plots: true gaze vs each threat model's recovered gaze (degrees)."""
+              recovered: Mapping[str, Sequence[np.ndarray]], columns: int = 5,
+              label_kind: str = 'gaze', unit: str = 'deg') -> None:
+  """PNG of per-person scatter plots: true vs each threat model's recovered labels
+  (gaze in degrees, screen targets in the run's unit)."""
   plt = _pyplot()
   rows = (len(people) + columns - 1) // columns
   fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.2 * rows), squeeze=False)
   markers = ['x', '+', '^', 's']
+  show = np.degrees if label_kind == 'gaze' else np.asarray
   for i, p in enumerate(people):
     ax = axes[i // columns][i % columns]
-    true = np.degrees(p.labels)
+    true = show(p.labels)
     ax.scatter(true[:, 1], true[:, 0], s=2, alpha=0.3, c='gray', label='true')
     for j, t in enumerate(recovered):
-      g = np.degrees(np.asarray(recovered[t][i]))
+      g = show(np.asarray(recovered[t][i]))
       ax.scatter(g[:, 1], g[:, 0], s=14, marker=markers[j % len(markers)], label=t)
     ax.set_title(p.person, fontsize=8)
     ax.tick_params(labelsize=6)
   for k in range(len(people), rows * columns):
     axes[k // columns][k % columns].axis('off')
   axes[0][0].legend(fontsize=6)
-  fig.supxlabel('yaw (deg)', fontsize=8)
-  fig.supylabel('pitch (deg)', fontsize=8)
+  names = ('yaw', 'pitch') if label_kind == 'gaze' else ('label 1', 'label 0')
+  fig.supxlabel(f'{names[0]} ({unit})', fontsize=8)
+  fig.supylabel(f'{names[1]} ({unit})', fontsize=8)
   fig.tight_layout(pad=0.3)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_person_scores(path: str, out: Mapping[str, Any]) -> None:
+  """PNG: per threat model, every person's AUC vs the null view and rank (mean over attack
+  seeds, one point per person and federation), with chance lines."""
+  plt = _pyplot()
+  rows = out['threat_models']
+  n = out['num_people']
+  fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(rows) + 1.6), squeeze=False)
+  for col, (key, chance, label) in enumerate((('auc_vs_null', 0.5, 'AUC vs null view'),
+                                              ('rank', (n + 1) / 2, 'rank of the true person'))):
+    ax = axes[0][col]
+    for y, name in enumerate(rows):
+      units: dict[tuple, list[float]] = {}
+      for r in out['per_person'][name]:
+        if r.get(key) is not None:
+          units.setdefault((r['person'], r['federation']), []).append(r[key])
+      values = [float(np.mean(v)) for v in units.values()]
+      jitter = np.linspace(-0.2, 0.2, len(values)) if values else []
+      ax.scatter(values, y + np.asarray(jitter), s=10, alpha=0.7)
+      summary = rows[name].get(key)
+      if summary and np.isfinite(summary.get('low', np.nan)):
+        ax.plot([summary['low'], summary['high']], [y + 0.35] * 2, color='black', lw=2)
+    ax.axvline(chance, color='gray', ls='--', lw=1)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f'{k}{" (shared)" if rows[k].get("shared") else ""}' for k in rows]
+                       if col == 0 else [''] * len(rows), fontsize=7)
+    ax.set_xlabel(label + f' (chance {chance:g}; bar: 95% CI)', fontsize=8)
+    if key == 'rank':
+      ax.set_xlim(0.5, n + 0.5)
+    else:
+      ax.set_xlim(-0.02, 1.02)
+  fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -22,7 +22,20 @@ threat model                  view attacked (per client)
 ============================  =================================================
 
 The evaluation (an identity classifier of another architecture trained on the
-clients' private data, PSNR/SSIM, gaze error and gaze KL) is `evaluation`'s.
+clients' private data, PSNR/SSIM, label error and gaze KL) is `evaluation`'s; the
+per-person scores and their statistics are `scoring`'s. Per-client views report
+re-identified counts; shared views (the output model, generic MPC) never do: an
+argmax over one shared reconstruction names one person for everybody.
+
+Repetitions: every threat model is attacked with ``attack_seeds`` attack seeds on
+every federation given (target runs of the same people trained with different
+``seed``; one row per threat model pools them). Each (federation, attack seed) also
+inverts a **null view** (Gaussian noise in place of the model change) per attacked
+model: the reconstructions an adversary gets from nothing, which ``auc_vs_null``
+compares against.
+
+Extra rows: `register_row` adds a threat model computed by another module (see
+`RowContext`); its per-person rows are pooled and tested like DualView's.
 
 Refusals: a run without recorded views, a view whose config fingerprint is not the
 run's config (e.g. left over from an overwritten run), a run whose clients are not
@@ -30,8 +43,9 @@ people (``data.partition='iid'``), an evaluation classifier below a usable
 accuracy, and an attack directory holding results of another attack config.
 
 Outputs in ``attack_dir``: ``summary.json`` (``threat_models``: one row per threat
-model with `evaluation.SUMMARY_KEYS`; ``per_person`` rows; timings; the no-leakage
-gaze reference), ``reconstructions.png`` (real vs reconstructed images per person
+model, `scoring.summarize_row`; ``per_person`` rows of every seed and federation;
+timings; the no-leakage gaze reference), ``per_person.png`` (each person's
+AUC-vs-null and rank per threat model), ``reconstructions.png`` (real vs reconstructed images per person
 and threat model), ``gaze.png`` (true vs recovered gaze per person), and the
 prior's orbax checkpoints (``prior/``, reused by a rerun).
 """
@@ -45,7 +59,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +75,7 @@ from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.attacks import dualview
 from privateyes_jax.attacks import evaluation
 from privateyes_jax.attacks import gan_prior
+from privateyes_jax.attacks import scoring
 from privateyes_jax.data import base
 from privateyes_jax.models import gaze as gaze_models
 from privateyes_jax.mpc import ring
@@ -79,7 +94,12 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
   """The attack's config. ``preset``: ``'demo'`` (CPU minutes), ``'full'`` (GPU), ``'tiny'`` (tests).
 
   Fields:
-    seed: the attack's PRNG seed (restarts' latents and labels).
+    seed: the attack's first PRNG seed (restarts' latents and labels); the
+      classifier and the prior's background samples use it too.
+    attack_seeds: every threat model is attacked with seeds ``seed, seed+1, ...``
+      (this many) on every federation (repetitions for the intervals).
+    min_federations: refuse fewer federations (target runs of the same people
+      trained with different seeds) than this.
     round: the recorded round to attack (1-based); -1: the latest recorded.
     max_people: attack only the first this many clients of the round (0: all).
     prior: `gan_prior.default_config` (the auxiliary people must not be clients).
@@ -88,6 +108,8 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     min_classifier_accuracy: below this held-out accuracy nothing is reported.
     background_samples: random prior samples the classifier's scores are
       calibrated against (`metrics.reidentification`); 0 disables calibration.
+    num_real_images: real images per person for the best-match PSNR/SSIM.
+    gaze_samples: samples of view 2's Gaussian (``'aux_gaussian'``).
     gaze_distribution: view 2's form: ``'aux_gaussian'`` (the recovered mean with
       the auxiliary people's within-person spread, `dualview.gaze_distribution`)
       or ``'samples'`` (the recovered gaze points themselves).
@@ -96,6 +118,8 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     raise ValueError(f'Unknown attack preset {preset!r}; available: demo, full, tiny.')
   c = ml_collections.ConfigDict()
   c.seed = 1
+  c.attack_seeds = 3
+  c.min_federations = 1
   c.round = -1
   c.max_people = 0
   c.prior = gan_prior.default_config(preset)
@@ -105,9 +129,16 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
   c.min_classifier_accuracy = evaluation.DEFAULT_MIN_ACCURACY
   c.background_samples = 256
   c.gaze_distribution = 'aux_gaussian'
+  c.num_real_images = 100
+  c.gaze_samples = 1024
   if preset == 'full':
     c.classifier_steps = 2000
+    c.attack_seeds = 5
+    c.min_federations = 3
   elif preset == 'tiny':
+    c.attack_seeds = 2
+    c.num_real_images = 16
+    c.gaze_samples = 128
     c.attack.steps = 2
     c.classifier_steps = 40
     c.classifier_features = (8, 16)
@@ -132,6 +163,8 @@ class RecordedRound:
     coalition_estimates: per client the coalition's decoded knowledge of its
       (weight-scaled) input (PrivatEyes), else None.
     apply_fn: the run's model's apply function.
+    label_kind: ``'gaze'`` or ``'screen'`` (the run's dataset).
+    label_unit: how its label errors are printed (``'deg'``, or the run's unit).
   """
   run_dir: str
   config: ml_collections.ConfigDict
@@ -144,6 +177,13 @@ class RecordedRound:
   individual_updates: list[Any] | None
   coalition_estimates: list[Any] | None
   apply_fn: Any
+  label_kind: str = 'gaze'
+  label_unit: str = 'deg'
+
+  @property
+  def federation_seed(self) -> int:
+    """The training seed: runs of one federation share it (and their people)."""
+    return int(self.config.get('seed', 0))
 
 
 def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
@@ -242,7 +282,20 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
                        global_params=unflat(view['global_params'], 'global_params'),
                        output_params=unflat(view['output_model'], 'output_model'),
                        individual_updates=individual, coalition_estimates=coalition,
-                       apply_fn=model.apply)
+                       apply_fn=model.apply, label_kind=dataset.label_kind,
+                       label_unit=_label_unit(run_dir, dataset.label_kind))
+
+
+def _label_unit(run_dir: str, label_kind: str) -> str:
+  path = os.path.join(run_dir, workdir_lib.SUMMARY_FILE)
+  unit = 'label units'
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        unit = json.load(f).get('error_unit', unit)
+    except (OSError, json.JSONDecodeError):
+      pass
+  return metrics.label_unit(label_kind, unit)
 
 
 def _unravel(unravel, vector: np.ndarray, num_params: int, what: str, run_dir: str):
@@ -297,16 +350,66 @@ def in_threat_order(rows: dict[str, Any]) -> dict[str, Any]:
   return {name: rows[name] for name in sorted(rows, key=lambda n: (rank(n), n))}
 
 
-def format_table(rows: dict[str, dict]) -> str:
-  """The privacy table: one line per threat model."""
-  rows = in_threat_order(rows)
-  lines = [f'{"threat model":<24} {"re-identified":>13} {"top-5":>7} {"PSNR":>6} {"SSIM":>6} '
-           f'{"gaze err (deg)":>14} {"gaze KL":>8}']
-  for name, s in rows.items():
-    lines.append(f'{name:<24} {s["reidentified"]:>9d}/{s["num_people"]:<3d} '
-                 f'{s["top5"]:>4d}/{s["num_people"]:<2d} {s["psnr"]:>6.2f} {s["ssim"]:>6.3f} '
-                 f'{s["gaze_error_deg"]:>14.2f} {s["gaze_kl"]:>8.2f}')
-  return '\n'.join(lines)
+def _interval(summary: dict | None, spec: str) -> str:
+  if not summary:
+    return '–'
+  if not np.isfinite(summary['low']):
+    return f'{summary["mean"]:{spec}}'
+  return f'{summary["mean"]:{spec}} [{summary["low"]:{spec}}, {summary["high"]:{spec}}]'
+
+
+def _p(summary: dict | None) -> str:
+  if not summary or not np.isfinite(summary.get('p_value', float('nan'))):
+    return '–'
+  return f'{summary["p_value"]:.2g}'
+
+
+def table_rows(rows: dict[str, dict]) -> list[list[str]]:
+  """The privacy table's cells, one list per threat model (`TABLE_HEADER`)."""
+  out = []
+  for name, s in in_threat_order(rows).items():
+    n = s['num_people']
+    reid = s.get('reidentified')
+    if s.get('shared'):
+      count = 'shared view: no count'
+    elif reid:
+      count = (f'{reid["successes"]}/{reid["trials"]} = {reid["rate"]:.2f} '
+               f'[{reid["low"]:.2f}, {reid["high"]:.2f}] (chance {reid["chance"]:.2f}, '
+               f'p={reid["p_value"]:.2g})')
+    else:
+      count = '–'
+    rank = s.get('rank')
+    if rank and rank.get('by_construction'):
+      rank_cell = f'{rank["chance"]:.1f} by construction'
+    else:
+      rank_cell = _interval(rank, '.1f') + (f' (chance {(n + 1) / 2:.1f})' if rank else '')
+    auc = s.get('auc_vs_null')
+    out.append([name, f'{s["attack_seeds"]}x{s["federations"]}', count, rank_cell,
+                _interval(auc, '.2f'), _p(auc), _fmt(s.get('psnr')), _fmt(s.get('ssim'), '.3f'),
+                _fmt(s.get('label_error')), _fmt(s.get('baseline_label_error')),
+                _fmt(s.get('gaze_kl')), _fmt(s.get('baseline_kl'))])
+  return out
+
+
+TABLE_HEADER = ('threat model', 'seeds x feds', 're-identified [95% CI] (per-client views)',
+                'mean rank [95% CI]', 'AUC vs null [95% CI]', 'p (AUC>0.5)', 'PSNR', 'SSIM',
+                'label err', 'no-leak err', 'gaze KL', 'no-leak KL')
+
+
+def _fmt(value, spec: str = '.2f') -> str:
+  if value is None or not np.isfinite(value):
+    return '–'
+  return format(value, spec)
+
+
+def format_table(rows: dict[str, dict], label_unit: str = 'deg') -> str:
+  """The privacy table: one line per threat model, with 95% intervals and p-values."""
+  header = list(TABLE_HEADER)
+  header[8] = f'label err ({label_unit})'
+  header[9] = f'no-leak err ({label_unit})'
+  cells = [header] + table_rows(rows)
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
 def _attack_identity(config, runs: Sequence[RecordedRound], attack_dir: str | None) -> dict:
@@ -352,6 +455,81 @@ def _check_attack_dir(attack_dir: str, identity: dict, overwrite: bool) -> dict 
   return None
 
 
+# ----------------------------------------------------------------------------- extra rows
+@dataclasses.dataclass
+class RowContext:
+  """What a registered row gets for one (federation, attack seed).
+
+  Attributes:
+    rounds: the federation's recorded rounds (one per target run of that seed).
+    people: the attacked people (classes of the evaluation classifier).
+    attack_seed: this repetition's seed.
+    prior: the trained GAN prior (auxiliary people only).
+    evaluate: ``evaluate(attacks, shared) -> per-person rows`` scores results shaped
+      like `dualview.attack_person`'s (``images`` uint8 ``[K, 36, 60, 1]``, ``gaze``
+      ``[M, 2]``) exactly as DualView's rows are (rank, AUC vs the null view,
+      re-identified for per-client views, PSNR/SSIM, label error, KL, baseline).
+  """
+  rounds: list[RecordedRound]
+  people: list[base.PersonData]
+  attack_seed: int
+  prior: Any
+  evaluate: Callable[[Sequence[dict], bool], list[dict]]
+
+
+# name -> (shared, fn). ``fn(context) -> list of per-person rows or None`` (None: the
+# federation's views do not allow this row). Rows need ``person``; any of ``rank``,
+# ``reidentified`` (per-client only), ``auc_vs_null`` and the pixel/label metric keys
+# of `evaluation.evaluate_people` are pooled by `scoring.summarize_row`.
+EXTRA_ROWS: dict[str, tuple[bool, Callable[[RowContext], list[dict] | None]]] = {}
+
+
+def register_row(name: str, fn: Callable[[RowContext], list[dict] | None], *,
+                 shared: bool) -> None:
+  """Adds a threat model to every attack: ``fn(context)`` gives its per-person rows."""
+  if name in THREAT_MODELS:
+    raise ValueError(f'{name!r} is a DualView threat model already.')
+  EXTRA_ROWS[name] = (shared, fn)
+
+
+def null_change(key: jax.Array, like: Any) -> Any:
+  """A null view: Gaussian noise shaped like the model change (the update matching is
+  scale-free, so its scale does not matter)."""
+  leaves, treedef = jax.tree.flatten(like)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
+                                      for k, x in zip(keys, leaves)])
+
+
+def federations_of(runs: Sequence[RecordedRound]) -> list[list[RecordedRound]]:
+  """Target runs grouped by training seed (one federation each), in seed order.
+
+  Raises:
+    ValueError: two runs of one federation give the same threat model, or the
+      federations' rounds attack different people.
+  """
+  groups: dict[int, list[RecordedRound]] = {}
+  for r in runs:
+    groups.setdefault(r.federation_seed, []).append(r)
+  for seed, group in groups.items():
+    names = [t.threat_model for r in group for t in threat_targets(r)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+      raise ValueError(f'Threat models {duplicates} come from more than one target run of '
+                       f'training seed {seed}; give one run per threat model and federation.')
+  key_people = lambda r: [p.person for p in r.clients]
+  for r in runs[1:]:
+    if key_people(r) != key_people(runs[0]):
+      raise ValueError(f'Target runs attack different clients ({runs[0].run_dir}: '
+                       f'{key_people(runs[0])[:5]}..., {r.run_dir}: {key_people(r)[:5]}...); '
+                       'attack them separately.')
+  kinds = {(r.label_kind, r.label_unit) for r in runs}
+  if len(kinds) > 1:
+    raise ValueError(f'Target runs have different label kinds {sorted(kinds)}; attack them '
+                     'separately.')
+  return [groups[s] for s in sorted(groups)]
+
+
 def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
                attack_dir: str | None = None, overwrite: bool = False) -> dict:
   """DualView on every threat model of ``target_runs``; returns (and writes) the summary.
@@ -359,7 +537,9 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   Args:
     config: see `default_config`.
     target_runs: workdirs of federated runs that recorded views (plain FL and/or
-      PrivatEyes; each contributes the threat models its view allows).
+      PrivatEyes; each contributes the threat models its view allows). Runs with
+      different training seeds are different federations of the same people; each
+      threat model's row pools every federation and attack seed.
     attack_dir: where ``summary.json``, the plots and the prior go. A finished
       attack of the same config and targets is read back instead of rerun; one
       of another config is refused unless ``overwrite``. None: nothing written.
@@ -368,21 +548,23 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
 
   Returns:
     ``{'threat_models': {name: row}, 'per_person': {name: [rows]}, 'timings',
-    'population_gaze_reference', 'classifier_accuracy', 'targets'}``.
+    'population_gaze_reference', 'classifier_accuracy', 'targets', ...}``.
   """
   if not target_runs:
     raise ValueError('Give at least one target run (a workdir trained with record_views).')
   if config.gaze_distribution not in GAZE_DISTRIBUTIONS:
     raise ValueError(f'gaze_distribution must be one of {GAZE_DISTRIBUTIONS}, got '
                      f'{config.gaze_distribution!r}.')
+  if config.attack_seeds < 1:
+    raise ValueError(f'attack_seeds must be >= 1, got {config.attack_seeds}.')
   t_all = time.perf_counter()
   runs = [load_round(r, config.round) for r in target_runs]
-  targets = [t for r in runs for t in threat_targets(r)]
-  names = [t.threat_model for t in targets]
-  duplicates = sorted({n for n in names if names.count(n) > 1})
-  if duplicates:
-    raise ValueError(f'Threat models {duplicates} come from more than one target run; attack '
-                     'those runs separately.')
+  federations = federations_of(runs)
+  if len(federations) < config.min_federations:
+    raise ValueError(
+        f'The attack config asks for at least {config.min_federations} federations (target runs '
+        f'of the same people trained with different seeds); got {len(federations)} (seeds '
+        f'{[f[0].federation_seed for f in federations]}). Train more, or lower min_federations.')
   identity = _attack_identity(config, runs, attack_dir)
   if attack_dir:
     done = _check_attack_dir(attack_dir, identity, overwrite)
@@ -391,15 +573,10 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
       return done
   timings = {}
   people = runs[0].clients
-  key_people = lambda r: [p.person for p in r.clients]
-  for r in runs[1:]:
-    if key_people(r) != key_people(runs[0]):
-      raise ValueError(f'Target runs attack different clients ({runs[0].run_dir}: '
-                       f'{key_people(runs[0])[:5]}..., {r.run_dir}: {key_people(r)[:5]}...); '
-                       'attack them separately.')
   if config.max_people:
     people = people[:config.max_people]
   n = len(people)
+  label_kind, label_unit = runs[0].label_kind, runs[0].label_unit
 
   t = time.perf_counter()
   aux = gan_prior.aux_dataset(config.prior)  # Public people: the prior and the gaze spread.
@@ -417,17 +594,26 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   background = (gan_prior.sample_images(prior, jax.random.PRNGKey(config.seed + 7),
                                         config.background_samples)
                 if config.background_samples else None)
-  within_cov = dualview.within_person_covariance(aux.people)
+  # View 2's spread and the no-leakage centre come from the public auxiliary people,
+  # when their labels are of the run's kind; otherwise the recovered points stand alone
+  # and the no-leakage centre is the federation's mean (a reference, not adversary knowledge).
+  aux_matches = getattr(aux, 'label_kind', 'gaze') == label_kind
+  gaze_distribution = config.gaze_distribution if aux_matches else 'samples'
+  if not aux_matches and config.gaze_distribution == 'aux_gaussian':
+    logging.warning('The prior\'s people have %s labels, the targets %s: view 2 uses the '
+                    'recovered points (gaze_distribution=samples).', aux.label_kind, label_kind)
+  within_cov = dualview.within_person_covariance(aux.people) if aux_matches else None
+  if aux_matches:
+    baseline_centre = metrics.mean_label(np.concatenate([p.labels for p in aux.people]),
+                                         label_kind)
+    baseline_from = 'public auxiliary people\'s mean label'
+  else:
+    baseline_centre = metrics.mean_label(np.concatenate([p.labels for p in people]), label_kind)
+    baseline_from = 'federation\'s mean label (reference only)'
 
-  results: dict[str, list[dict]] = {}
-  t = time.perf_counter()
-  progress = progress_lib.Progress('DualView', sum(1 if tg.shared else n for tg in targets),
-                                   unit='attack')
-  done_attacks = 0
   inversions = {}  # One compiled inversion per (model, gaze source), shared by all people.
-  root = jax.random.PRNGKey(config.seed)
 
-  def attack(tg: Target, key: jax.Array, change: Any) -> dict:
+  def attack(tg: Target, key: jax.Array, change: Any, gaze_seed: int) -> dict:
     rcfg = tg.recorded.config
     attack_cfg = config.attack.copy_and_resolve_references()
     attack_cfg.gaze_source = tg.gaze_source or attack_cfg.gaze_source
@@ -441,69 +627,143 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
     result = dualview.attack_person(key, prior, tg.recorded.apply_fn, tg.global_params, change,
                                     local_training, attack_cfg, inversion=inversions[cache_key])
     result['gaze_points'] = result['gaze']
-    if config.gaze_distribution == 'aux_gaussian':
+    if gaze_distribution == 'aux_gaussian':
       result['gaze'] = dualview.gaze_distribution(result['gaze_points'], within_cov,
-                                                  seed=config.seed)
+                                                  num_samples=config.gaze_samples, seed=gaze_seed)
     return result
 
-  for i, tg in enumerate(targets):
-    if tg.shared:  # One view for everybody: attacked once.
-      results[tg.threat_model] = [attack(tg, jax.random.fold_in(root, i), tg.changes[0])] * n
-      done_attacks += 1
-      progress.update(done_attacks)
-      continue
-    rows = []
-    for c in range(n):
-      # The same key per client across threat models: differences come from the views.
-      rows.append(attack(tg, jax.random.fold_in(root, 1000 + c), tg.changes[c]))
-      done_attacks += 1
-      progress.update(done_attacks)
-    results[tg.threat_model] = rows
-  timings['attacks_s'] = time.perf_counter() - t
-  timings['attack_mean_s'] = timings['attacks_s'] / max(done_attacks, 1)
+  seeds = [config.seed + i for i in range(config.attack_seeds)]
+  targets_of = [[t for r in fed for t in threat_targets(r)] for fed in federations]
+  per_rep = sum(1 if tg.shared else n for tg in targets_of[0])
+  progress = progress_lib.Progress(
+      'DualView', sum(sum(1 if tg.shared else n for tg in tgs) for tgs in targets_of)
+      * len(seeds), unit='attack')
+  done_attacks, null_attacks = 0, 0
+  per_person: dict[str, list[dict]] = {}
+  shared_of: dict[str, bool] = {}
+  views: dict[str, dict] = {}
+  plots: dict[str, list[dict]] = {}
+  timings['attacks_s'] = timings['evaluation_s'] = 0.0
+  for f, (fed, targets) in enumerate(zip(federations, targets_of)):
+    for s_i, seed in enumerate(seeds):
+      t = time.perf_counter()
+      root = jax.random.PRNGKey(seed)
+      results, nulls = {}, {}
+      for i, tg in enumerate(targets):
+        # The null view of this attacked model (θ and gaze source): noise for a change.
+        null_key = (tg.recorded.run_dir, id(tg.global_params), tg.gaze_source)
+        if null_key not in nulls:
+          noise = null_change(jax.random.fold_in(root, 999_983), tg.changes[0])
+          nulls[null_key] = attack(tg, jax.random.fold_in(root, 999_979), noise, seed)
+          null_attacks += 1
+        if tg.shared:  # One view for everybody: attacked once.
+          results[tg.threat_model] = [attack(tg, jax.random.fold_in(root, i), tg.changes[0],
+                                             seed)] * n
+          done_attacks += 1
+          progress.update(done_attacks)
+          continue
+        rows = []
+        for c in range(n):
+          # The same key per client across threat models: differences come from the views.
+          rows.append(attack(tg, jax.random.fold_in(root, 1000 + c), tg.changes[c], seed))
+          done_attacks += 1
+          progress.update(done_attacks)
+        results[tg.threat_model] = rows
+      timings['attacks_s'] += time.perf_counter() - t
 
-  t = time.perf_counter()
-  per_person = {name: evaluation.evaluate_people(rows, people, classifier,
-                                                 min_accuracy=config.min_classifier_accuracy,
-                                                 background=background)
-                for name, rows in results.items()}
+      t = time.perf_counter()
+      for tg in targets:
+        null = nulls[(tg.recorded.run_dir, id(tg.global_params), tg.gaze_source)]
+        rows = evaluation.evaluate_people(
+            results[tg.threat_model], people, classifier, null_images=null['images'],
+            shared=tg.shared, min_accuracy=config.min_classifier_accuracy,
+            background=background, label_kind=label_kind, baseline_centre=baseline_centre,
+            num_real=config.num_real_images)
+        _collect(per_person, tg.threat_model, rows, seed, fed[0].federation_seed)
+        shared_of[tg.threat_model] = tg.shared
+        runs_of = views.setdefault(tg.threat_model, {'view': tg.view, 'round': tg.recorded.round,
+                                                     'runs': []})['runs']
+        if tg.recorded.run_dir not in runs_of:
+          runs_of.append(tg.recorded.run_dir)
+        if f == 0 and s_i == 0:
+          plots[tg.threat_model] = results[tg.threat_model]
+      some_null = next(iter(nulls.values()))
+
+      def evaluate_extra(attacks, shared, _null=some_null):
+        return evaluation.evaluate_people(
+            attacks, people, classifier, null_images=_null['images'], shared=shared,
+            min_accuracy=config.min_classifier_accuracy, background=background,
+            label_kind=label_kind, baseline_centre=baseline_centre,
+            num_real=config.num_real_images)
+
+      context = RowContext(rounds=list(fed), people=list(people), attack_seed=seed, prior=prior,
+                           evaluate=evaluate_extra)
+      for name, (shared, fn) in EXTRA_ROWS.items():
+        rows = fn(context)
+        if rows is not None:
+          _collect(per_person, name, rows, seed, fed[0].federation_seed)
+          shared_of[name] = shared
+          views.setdefault(name, {'view': name, 'round': fed[0].round, 'runs': []})
+      timings['evaluation_s'] += time.perf_counter() - t
+  timings['attack_mean_s'] = timings['attacks_s'] / max(done_attacks + null_attacks, 1)
+  timings['attacks'] = done_attacks
+  timings['null_attacks'] = null_attacks
+  del per_rep
+
   rows = {}
-  for tg in targets:
-    rows[tg.threat_model] = {**evaluation.summarize(per_person[tg.threat_model]),
-                             'run': tg.recorded.run_dir, 'round': tg.recorded.round,
-                             'view': tg.view}
-  timings['evaluation_s'] = time.perf_counter() - t
+  for name, person_rows in per_person.items():
+    rows[name] = {**scoring.summarize_row(person_rows, n, shared_of[name]), **views[name]}
+  rows = in_threat_order(rows)
   timings['total_s'] = time.perf_counter() - t_all
-  out = {'threat_models': rows, 'per_person': per_person, 'timings': timings,
-         'population_gaze_reference': population_gaze_reference(people),
-         'classifier_accuracy': classifier.accuracy,
-         'num_people': n, 'targets': identity['targets']}
+  out = {'threat_models': rows, 'per_person': {k: per_person[k] for k in rows},
+         'timings': timings,
+         'population_gaze_reference': population_gaze_reference(people, label_kind),
+         'classifier_accuracy': classifier.accuracy, 'num_people': n,
+         'label_kind': label_kind, 'label_unit': label_unit,
+         'gaze_distribution': gaze_distribution, 'baseline_centre': baseline_from,
+         'attack_seeds': seeds, 'federation_seeds': [f[0].federation_seed for f in federations],
+         'targets': identity['targets']}
   if attack_dir:
     evaluation.plot_reconstructions(
         os.path.join(attack_dir, 'reconstructions.png'), people,
-        {name: [r['images'] for r in rs] for name, rs in results.items()})
+        {name: [r['images'] for r in rs] for name, rs in plots.items()})
     evaluation.plot_gaze(os.path.join(attack_dir, 'gaze.png'), people,
-                         {name: [r['gaze_points'] for r in rs] for name, rs in results.items()
-                          if name not in ('privateyes_output_model', 'generic_mpc')})
+                         {name: [r['gaze_points'] for r in rs] for name, rs in plots.items()
+                          if not shared_of[name]}, label_kind=label_kind, unit=label_unit)
+    evaluation.plot_person_scores(os.path.join(attack_dir, 'per_person.png'), out)
     workdir_lib.write_json(os.path.join(attack_dir, workdir_lib.SUMMARY_FILE), out)
   return out
 
 
-def population_gaze_reference(people: Sequence[base.PersonData]) -> dict:
-  """Gaze error and KL of an adversary who learnt nothing and guesses the population's gaze."""
+def _collect(per_person: dict, name: str, rows: Sequence[dict], seed: int, federation: int):
+  per_person.setdefault(name, []).extend(
+      {**r, 'attack_seed': seed, 'federation': federation} for r in rows)
+
+
+def population_gaze_reference(people: Sequence[base.PersonData], label_kind: str = 'gaze') -> dict:
+  """Label error and KL of guessing the federation's population (a reference that reads the
+  targets' labels: no adversary has it; the matched baseline is in every row)."""
   population = np.concatenate([p.labels for p in people])
   subsample = population[np.linspace(0, len(population) - 1, 32 * len(people)).astype(int)]
   return {
-      'gaze_error_deg': float(np.mean([metrics.recovered_gaze_error_deg(population, p.labels)
-                                       for p in people])),
+      'label_error': float(np.mean([metrics.recovered_label_error(population, p.labels,
+                                                                  label_kind) for p in people])),
       'gaze_kl': float(np.mean([metrics.gaze_kde_kl(p.labels, subsample) for p in people]))}
 
 
 def print_summary(out: dict) -> None:
-  """Prints the privacy table, the no-leakage reference and who was re-identified."""
-  print(f'DualView on {out["num_people"]} clients (evaluation classifier held-out accuracy '
-        f'{out["classifier_accuracy"]:.3f})')
-  print(format_table(out['threat_models']))
+  """Prints the privacy table (95% intervals, chance, p-values) and the no-leakage references."""
+  unit = out.get('label_unit', 'deg')
+  print(f'DualView on {out["num_people"]} clients, {len(out.get("attack_seeds", [1]))} attack '
+        f'seeds x {len(out.get("federation_seeds", [0]))} federations (evaluation classifier '
+        f'held-out accuracy {out["classifier_accuracy"]:.3f})')
+  print(format_table(out['threat_models'], unit))
   ref = out['population_gaze_reference']
-  print(f'{"no leakage (population)":<24} {"":>13} {"":>7} {"":>6} {"":>6} '
-        f'{ref["gaze_error_deg"]:>14.2f} {ref["gaze_kl"]:>8.2f}')
+  n = out['num_people']
+  print(f'Chance: re-identified 1/{n} = {1 / n:.2f} per person (per-client views only; a shared '
+        f'view has one reconstruction for everybody), mean rank {(n + 1) / 2:.1f}, AUC vs null '
+        '0.5. Intervals: Clopper-Pearson (counts), Student t (rank, AUC); p: one-sided tests '
+        'against chance (scoring.py).')
+  print(f'No-leakage columns: the attack\'s own view-2 distribution moved to the '
+        f'{out.get("baseline_centre", "auxiliary mean")}. Guessing the federation\'s '
+        f'population itself: label err {ref["label_error"]:.2f} {unit}, KL {ref["gaze_kl"]:.2f}.')

@@ -1,4 +1,5 @@
-"""DualView on real (tiny) training runs: views read back, every threat model, refusals."""
+"""DualView on real (tiny) training runs: views read back, every threat model, refusals,
+and the tests that fail when the attack is broken (each names the mutant it kills)."""
 
 import dataclasses
 import json
@@ -11,6 +12,8 @@ import pytest
 
 from privateyes_jax import runner
 from privateyes_jax import workdir as workdir_lib
+from privateyes_jax.attacks import evaluation
+from privateyes_jax.attacks import gan_prior
 from privateyes_jax.attacks import pipeline
 from privateyes_jax.federated import engine
 from tests.federated.test_engine import fl_config
@@ -58,22 +61,27 @@ def test_attack_end_to_end_writes_every_threat_model(runs, tmp_path):
   out = pipeline.run_attack(tiny_attack(), list(runs), out_dir)
   rows = out['threat_models']
   assert list(rows) == ['plain_fl', 'privateyes', 'privateyes_output_model', 'generic_mpc']
+  assert out['attack_seeds'] == [1, 2] and out['federation_seeds'] == [0]
   for name, row in rows.items():
-    assert row['num_people'] == 4, name
-    assert 0 <= row['reidentified'] <= row['top5'] <= 4
+    assert row['num_people'] == 4 and row['repetitions'] == 2, name
     assert np.isfinite(row['psnr']) and 0 < row['ssim'] <= 1 and row['gaze_kl'] >= 0
-    assert len(out['per_person'][name]) == 4
+    assert row['baseline_kl'] >= 0 and row['label_error'] >= 0
+    assert 1 <= row['rank']['mean'] <= 4 and 0 <= row['auc_vs_null']['mean'] <= 1
+    assert len(out['per_person'][name]) == 4 * 2
+  for name in ('privateyes_output_model', 'generic_mpc'):  # Shared views: never a count.
+    assert rows[name]['shared'] and rows[name]['reidentified'] is None
+    assert all('reidentified' not in r for r in out['per_person'][name])
+  for name in ('plain_fl', 'privateyes'):
+    assert rows[name]['reidentified']['trials'] == 8
   with open(os.path.join(out_dir, 'summary.json')) as f:
     saved = json.load(f)
   assert set(saved['threat_models']) == set(rows)
-  for key in ('reidentified', 'num_people', 'top5', 'psnr', 'ssim', 'gaze_error_deg',
-              'gaze_kl'):
-    assert key in saved['threat_models']['plain_fl']
-  for png in ('reconstructions.png', 'gaze.png'):
+  for png in ('reconstructions.png', 'gaze.png', 'per_person.png'):
     assert os.path.getsize(os.path.join(out_dir, png)) > 1000
   assert os.path.isdir(os.path.join(out_dir, 'prior'))
   table = pipeline.format_table(rows)
-  assert 'plain_fl' in table and 'generic_mpc' in table
+  assert 'plain_fl' in table and 'generic_mpc' in table and 'shared view: no count' in table
+  assert 'label err (deg)' in table
 
   # The same attack again reads the finished results back; another config is refused.
   again = pipeline.run_attack(tiny_attack(), list(runs), out_dir)
@@ -134,3 +142,108 @@ def test_weak_classifier_is_refused(runs, tmp_path):
   with pytest.raises(ValueError, match='refusing to report re-identification'):
     pipeline.run_attack(config, [runs[0]], str(tmp_path / 'weak'))
   assert not os.path.exists(tmp_path / 'weak' / 'summary.json')
+
+
+# ----------------------------------------------------------------------------- the attack works
+def strong_tiny_attack():
+  """The tiny preset with a usable prior and inversion (about 30 s on an idle 2-core CPU).
+
+  The evaluation classifier keeps the default usable threshold (0.8): a weak oracle
+  would make "above chance" meaningless.
+  """
+  config = pipeline.default_config('tiny')
+  config.prior.steps = 150
+  config.attack.steps = 30
+  config.attack.match_layers = ('Dense_0', 'Dense_1')
+  config.attack.feature_match = 'each'
+  config.background_samples = 64
+  return config
+
+
+def _recording(monkeypatch):
+  """Records the reconstructions of every per-client view the pipeline evaluates, in order."""
+  seen = []
+  real = evaluation.evaluate_people
+
+  def evaluate_people(attacks, people, classifier, **kwargs):
+    if not kwargs.get('shared'):
+      seen.append([np.asarray(a['images']) for a in attacks])
+    return real(attacks, people, classifier, **kwargs)
+  monkeypatch.setattr(evaluation, 'evaluate_people', evaluate_people)
+  return seen
+
+
+def _null_row(context):
+  """A shared row of pure noise: random prior samples for everybody, whatever the view."""
+  images = gan_prior.sample_images(context.prior, jax.random.PRNGKey(context.attack_seed), 4)
+  gaze = np.random.default_rng(context.attack_seed).normal(0.0, 0.1, (32, 2))
+  return context.evaluate([{'images': np.asarray(images), 'gaze': gaze}] * len(context.people),
+                          True)
+
+
+@pytest.fixture(scope='module')
+def strong_plain_fl(runs, tmp_path_factory):
+  """The strong tiny attack on the plain-FL run: (summary, reconstructions, attack dir)."""
+  mp = pytest.MonkeyPatch()
+  seen = _recording(mp)
+  out_dir = str(tmp_path_factory.mktemp('strong') / 'attack')
+  pipeline.register_row('null_view', _null_row, shared=True)
+  try:
+    out = pipeline.run_attack(strong_tiny_attack(), [runs[0]], out_dir)
+  finally:
+    del pipeline.EXTRA_ROWS['null_view']
+    mp.undo()
+  return out, seen, out_dir
+
+
+def test_plain_fl_reidentifies_above_chance(strong_plain_fl):
+  """Mutants killed: the simulated client step ignores the observed update (e.g.
+  ``match = 0`` and no feature target); the feature estimate reads the wrong layer's
+  update; re-identification scored against the wrong class ids."""
+  out, _, _ = strong_plain_fl
+  row = out['threat_models']['plain_fl']
+  assert out['classifier_accuracy'] >= evaluation.DEFAULT_MIN_ACCURACY
+  reid = row['reidentified']
+  assert reid['trials'] == 8 and reid['chance'] == 0.25
+  assert reid['rate'] >= 2 * reid['chance'], reid  # Margin: twice chance.
+  assert row['rank']['mean'] <= 2.0, row['rank']  # Chance: 2.5.
+
+
+def test_attack_never_reads_target_images(strong_plain_fl, runs, monkeypatch, tmp_path):
+  """Zeroing the targets' images (the data only the evaluation may use) leaves every
+  reconstruction identical; only the metrics move. Mutant killed: the attack reads
+  target data (e.g. its key, restart choice or feature target from the person's images)."""
+  out, seen, out_dir = strong_plain_fl
+  real_load = pipeline.data_lib.load_dataset
+
+  def zeroed(data_config):
+    dataset = real_load(data_config)
+    people = tuple(dataclasses.replace(p, images=np.zeros_like(p.images)) for p in dataset.people)
+    return dataclasses.replace(dataset, people=people)
+  monkeypatch.setattr(pipeline.data_lib, 'load_dataset', zeroed)
+  seen_zeroed = _recording(monkeypatch)
+  zero_dir = tmp_path / 'attack'
+  shutil.copytree(os.path.join(out_dir, 'prior'), zero_dir / 'prior')  # The same prior.
+  config = strong_tiny_attack()
+  config.min_classifier_accuracy = 0.0  # No classifier tells zero images apart.
+  zero_out = pipeline.run_attack(config, [runs[0]], str(zero_dir))
+  assert len(seen_zeroed) == len(seen) == 2  # One evaluation per attack seed.
+  for a, b in zip(seen, seen_zeroed):
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+  before, after = out['threat_models']['plain_fl'], zero_out['threat_models']['plain_fl']
+  assert before['psnr'] != after['psnr'] and before['ssim'] != after['ssim']
+
+
+def test_null_view_row_scores_at_chance_under_shared_scoring(strong_plain_fl):
+  """A registered row (the extra-row hook) whose "reconstructions" are random prior
+  samples, one set for everybody: no count, rank (n+1)/2 exactly, AUC vs null near 0.5.
+  Mutants killed: argmax count on a shared view; ties or shared rows counted for the true
+  person; the hook's rows left out of the table."""
+  out, _, _ = strong_plain_fl
+  row = out['threat_models']['null_view']
+  assert row['shared'] and row['reidentified'] is None and row['repetitions'] == 2
+  assert row['rank']['mean'] == 2.5 and row['rank']['by_construction']
+  assert abs(row['auc_vs_null']['mean'] - 0.5) < 0.25
+  assert 'null_view' in pipeline.format_table(out['threat_models'])
+  assert list(out['threat_models'])[-1] == 'null_view'  # After the DualView rows.
