@@ -579,10 +579,18 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   label_kind, label_unit = runs[0].label_kind, runs[0].label_unit
 
   t = time.perf_counter()
-  aux = gan_prior.aux_dataset(config.prior)  # Public people: the prior and the gaze spread.
+  # Public people: the prior and the gaze spread. Their data is a data config like a
+  # run's (another dataset, or people of the same one outside the federation); people of
+  # any target run (training or held out) are refused, and those in the prior's
+  # population are excluded from its training.
+  prior_data = gan_prior.prior_data_config(config.prior, runs[0].config)
+  aux = gan_prior.aux_dataset(config.prior, runs[0].config)
+  gan_prior.check_image_shape(aux, people[0].images.shape[1:])
+  excluded = sorted({name for r in runs
+                     for name in gan_prior.check_disjoint(prior_data, r.config, prior_dataset=aux)})
   prior = gan_prior.train_prior(
       config.prior, os.path.join(os.path.abspath(attack_dir), 'prior') if attack_dir else None,
-      dataset=aux, excluded_people=tuple(sorted({name for r in runs for name in r.federation})))
+      dataset=aux, excluded_people=tuple(excluded))
   timings['prior_s'] = time.perf_counter() - t
 
   t = time.perf_counter()
