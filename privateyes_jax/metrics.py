@@ -180,6 +180,24 @@ def label_unit(label_kind: str, screen_unit: str = 'label units') -> str:
   return 'deg' if label_kind == 'gaze' else screen_unit
 
 
+def calibrated_image_scores(logits, background_logits=None) -> np.ndarray:
+  """Per-image, per-class identity scores ``[..., classes]``.
+
+  ``log_softmax(logits)`` minus, with ``background_logits`` ``[B, classes]``, each
+  class's mean log-probability on identity-free images (random prior samples): the
+  classifier's attractor classes no longer win by default (`reidentification`).
+  """
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  score = special.log_softmax(np.asarray(logits, np.float64), axis=-1)
+  if background_logits is not None:
+    background = np.asarray(background_logits, np.float64)
+    if background.ndim != 2 or background.shape[1] != score.shape[-1]:
+      raise ValueError(f'background_logits must be [B, {score.shape[-1]}], got '
+                       f'{background.shape}.')
+    score = score - special.log_softmax(background, axis=-1).mean(axis=0)
+  return score
+
+
 def reidentification(classifier_logits, true_ids, background_logits=None) -> dict:
   """Re-identification by an evaluation classifier from each person's reconstructions.
 
@@ -205,14 +223,7 @@ def reidentification(classifier_logits, true_ids, background_logits=None) -> dic
   if logits.ndim != 3 or len(true_ids) != logits.shape[0]:
     raise ValueError(f'Expected logits [N, K, classes] and true_ids [N]; got {logits.shape} '
                      f'and {true_ids.shape}.')
-  from scipy import special  # pylint: disable=g-import-not-at-top
-  score = special.log_softmax(logits, axis=-1).mean(axis=1)  # [N, classes]
-  if background_logits is not None:
-    background = np.asarray(background_logits, np.float64)
-    if background.ndim != 2 or background.shape[1] != logits.shape[-1]:
-      raise ValueError(f'background_logits must be [B, {logits.shape[-1]}], got '
-                       f'{background.shape}.')
-    score = score - special.log_softmax(background, axis=-1).mean(axis=0)
+  score = calibrated_image_scores(logits, background_logits).mean(axis=1)  # [N, classes]
   true_score = score[np.arange(len(true_ids)), true_ids]
   rank = np.sum(score > true_score[:, None], axis=-1)
   return {'top1': int(np.sum(rank == 0)), 'top5': int(np.sum(rank < 5)),

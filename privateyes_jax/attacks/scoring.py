@@ -40,25 +40,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from privateyes_jax import metrics
+
 CONFIDENCE = 0.95
 
 
-def calibrated_image_scores(logits, background_logits=None) -> np.ndarray:
-  """Per-image, per-class identity scores ``[..., classes]``.
-
-  ``log_softmax(logits)`` minus, with ``background_logits`` ``[B, classes]``, each
-  class's mean log-probability on identity-free images (random prior samples): the
-  classifier's attractor classes no longer win by default (`metrics.reidentification`).
-  """
-  from scipy import special  # pylint: disable=g-import-not-at-top
-  score = special.log_softmax(np.asarray(logits, np.float64), axis=-1)
-  if background_logits is not None:
-    background = np.asarray(background_logits, np.float64)
-    if background.ndim != 2 or background.shape[1] != score.shape[-1]:
-      raise ValueError(f'background_logits must be [B, {score.shape[-1]}], got '
-                       f'{background.shape}.')
-    score = score - special.log_softmax(background, axis=-1).mean(axis=0)
-  return score
+# One calibration for every scorer (the evaluation's counts and these ranks).
+calibrated_image_scores = metrics.calibrated_image_scores
 
 
 def rank_of_true(person_scores, true_ids) -> np.ndarray:
