@@ -118,8 +118,8 @@ def make_store(people: Sequence[base.PersonData], kind: str = 'padded',
   def padded(field, dtype):
     first = getattr(people[0], field)
     out = np.zeros((len(people), max_n) + first.shape[1:], dtype)
-    for i, p in enumerate(people):
-      out[i, :p.num_samples] = getattr(p, field)
+    for i, p in enumerate(people):  # np.asarray: lazy images (on disk) are read here.
+      out[i, :p.num_samples] = np.asarray(getattr(p, field))
     return device_put(out)
 
   return ClientStore(
