@@ -183,7 +183,9 @@ def _all_folds(config, workdir: str, overwrite: bool) -> dict:
   The summary reports each person's error from the fold that held them out, and
   the mean over people.
   """
-  dataset = data_lib.load_dataset(config.data)
+  # Only the people (count, label kind) are needed here: prepared images stay on disk.
+  dataset = (data_lib.load_dataset(config.data, lazy_images=True)
+             if data_lib.reads_prepared_files(config.data) else data_lib.load_dataset(config.data))
   wd = workdir_lib.Workdir.open(workdir, config, overwrite=overwrite)
   wd.close()
   per_person, folds = {}, []
