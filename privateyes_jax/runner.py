@@ -59,6 +59,25 @@ def validate(config) -> None:
                      f'{config.optimizer.learning_rate}.')
 
 
+def training_images_stay_on_disk(config) -> bool:
+  """Whether the training people's images are left in the prepared files (issue #17).
+
+  For federated and local runs that read prepared array_record files
+  (``data.source='tfds'`` or a public dataset) with ``fl.client_store`` ``'auto'`` or
+  ``'streamed'`` and the per-person partition: the dataset is read with lazy images
+  (`tfds_source.RecordImages`), so host memory holds labels and record numbers; the
+  store reads each round's batches from disk (streamed) or, if ``'auto'`` resolves to
+  padded (decided from counts x image shape, no image read), each client once.
+  """
+  if config.method not in ('federated', 'local'):
+    return False
+  if config.fl.get('client_store', 'auto') not in ('auto', 'streamed'):
+    return False
+  if config.data.get('partition', 'person') != 'person':
+    return False  # The IID control pools every image.
+  return data_lib.reads_prepared_files(config.data)
+
+
 def train_and_evaluate(config, workdir: str, overwrite: bool = False,
                        halt_after: int | None = None) -> dict:
   """Trains and evaluates ``config`` in ``workdir``; returns the summary dict.
@@ -75,8 +94,14 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False,
   if config.data.protocol == 'loo' and config.data.fold == -1:
     return _all_folds(config, workdir, overwrite)
   t0 = time.perf_counter()
-  dataset = data_lib.load_dataset(config.data)
+  lazy = training_images_stay_on_disk(config)
+  dataset = (data_lib.load_dataset(config.data, lazy_images=True) if lazy
+             else data_lib.load_dataset(config.data))
   train_people, val_people, test_people = data_lib.split_people_val(dataset, config.data)
+  if lazy:  # Held-out people are few: evaluated in memory. Training people stay on disk.
+    from privateyes_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+    val_people, test_people = tfds_source.in_memory(val_people), tfds_source.in_memory(
+        test_people)
   model = gaze_models.build_model(config.model)
   wd = workdir_lib.Workdir.open(workdir, config, overwrite=overwrite)
   try:
@@ -158,7 +183,9 @@ def _all_folds(config, workdir: str, overwrite: bool) -> dict:
   The summary reports each person's error from the fold that held them out, and
   the mean over people.
   """
-  dataset = data_lib.load_dataset(config.data)
+  # Only the people (count, label kind) are needed here: prepared images stay on disk.
+  dataset = (data_lib.load_dataset(config.data, lazy_images=True)
+             if data_lib.reads_prepared_files(config.data) else data_lib.load_dataset(config.data))
   wd = workdir_lib.Workdir.open(workdir, config, overwrite=overwrite)
   wd.close()
   per_person, folds = {}, []

@@ -14,11 +14,21 @@ def default_data_dir() -> str:
                         os.path.join(os.path.expanduser('~'), 'tensorflow_datasets'))
 
 
-def load_dataset(data_config) -> GazeDataset:
+def reads_prepared_files(data_config) -> bool:
+  """Whether ``data_config`` reads prepared array_record files (so images can stay there)."""
+  if data_config.name == 'synthetic':
+    return data_config.get('source', 'memory') == 'tfds'
+  return True  # Every public dataset and own_study is a TFDS builder.
+
+
+def load_dataset(data_config, lazy_images: bool = False) -> GazeDataset:
   """The dataset named by ``data_config.name`` from ``data_config.source``.
 
   ``source='memory'`` renders the synthetic identities in memory; ``source='tfds'``
   prepares (once) and reads the TFDS builder, the path every public dataset takes.
+  ``lazy_images`` (prepared files only, see `reads_prepared_files`): every person's
+  images stay in the array_record files (`tfds_source.RecordImages`, read on
+  demand); labels, head pose and sample ids are in memory.
   """
   from privateyes_jax.data import synthetic, tfds_source  # pylint: disable=g-import-not-at-top
   name, source = data_config.name, data_config.get('source', 'memory')
@@ -33,11 +43,12 @@ def load_dataset(data_config) -> GazeDataset:
           data_config.get('data_dir') or default_data_dir(),
           difficulty=data_config.get('difficulty', '') or synthetic.DEFAULT_DIFFICULTY)
       builder.download_and_prepare()
-      return tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze')
+      return tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze',
+                                           lazy_images=lazy_images)
     raise ValueError(f'data.source must be "memory" or "tfds", got {source!r}.')
   from privateyes_jax.data import builders  # pylint: disable=g-import-not-at-top
   if name in builders.DATASETS:
-    return builders.DATASETS[name](data_config)
+    return builders.DATASETS[name](data_config, lazy_images=lazy_images)
   raise ValueError(f'Unknown dataset {name!r}; available: '
                    f'{", ".join(["synthetic", *sorted(builders.DATASETS)])}.')
 

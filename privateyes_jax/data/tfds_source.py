@@ -46,12 +46,18 @@ def gaze_features(image_shape: tuple[int, int, int]):
   })
 
 
-def read_gaze_dataset(builder, split: str, name: str, label_kind: str) -> base.GazeDataset:
+def read_gaze_dataset(builder, split: str, name: str, label_kind: str,
+                      lazy_images: bool = False, chunk: int = 4096) -> base.GazeDataset:
   """Reads a prepared builder's split into a per-person `GazeDataset`.
 
   Samples are grouped by person (people sorted by name) and, within a person,
   ordered by their position in the source (the ``index`` feature), so a person's
   first k samples are the first k of the source.
+
+  ``lazy_images``: each person's images stay in the array_record files (a
+  `RecordImages`, read on demand); one pass over the split, ``chunk`` records at a
+  time, keeps only labels, head pose, sample ids and record numbers in memory. The
+  same samples in the same order as the eager read.
 
   Raises:
     DatasetError: one line, if ``split`` was not prepared (a format leaves out splits
@@ -72,6 +78,8 @@ def read_gaze_dataset(builder, split: str, name: str, label_kind: str) -> base.G
   n = len(source)
   if n == 0:
     raise base.DatasetError(f'{builder.name} split {split!r} in {builder.data_dir} is empty.')
+  if lazy_images:
+    return _read_lazy(builder, source, name, label_kind, chunk)
   records = source.__getitems__(list(range(n)))
   by_person = collections.defaultdict(list)
   for r in records:
@@ -91,6 +99,88 @@ def read_gaze_dataset(builder, split: str, name: str, label_kind: str) -> base.G
 
 def _decode(x):
   return x.decode() if isinstance(x, bytes) else x
+
+
+def _read_lazy(builder, source, name: str, label_kind: str, chunk: int) -> base.GazeDataset:
+  """`read_gaze_dataset` with every person's images left on disk (`RecordImages`)."""
+  image_shape = tuple(builder.info.features['image'].shape)
+  by_person = collections.defaultdict(list)
+  for start in range(0, len(source), chunk):
+    ids = list(range(start, min(start + chunk, len(source))))
+    for i, r in zip(ids, source.__getitems__(ids)):  # Images dropped chunk by chunk.
+      by_person[_decode(r['person'])].append(
+          (int(r['index']), i, np.asarray(r['label'], np.float32),
+           np.asarray(r['head_pose'], np.float32), _decode(r['sample_id'])))
+  people = []
+  for person in sorted(by_person):
+    rs = sorted(by_person[person], key=lambda r: r[0])
+    people.append(base.PersonData(
+        person=person,
+        images=RecordImages(source, np.array([r[1] for r in rs], np.int64), image_shape,
+                            name=person),
+        labels=np.stack([r[2] for r in rs]).astype(np.float32),
+        head_pose=np.stack([r[3] for r in rs]).astype(np.float32),
+        sample_id=np.array([r[4] for r in rs]),
+    ))
+  return base.GazeDataset(name=name, people=tuple(people), label_kind=label_kind)
+
+
+class RecordImages:
+  """One person's images ``[samples, H, W, C]`` uint8, left in the array_record files.
+
+  Stands in for the ``images`` array of a `base.PersonData` (``shape``, ``dtype``,
+  ``ndim``, ``len`` and indexing, as NumPy): indexing reads only the asked records,
+  so a `privateyes_jax.federated.client_data.StreamedStore` built on these people
+  reads each round's batches from disk and nothing else. ``np.asarray`` (`load`)
+  reads the person whole (the padded store, evaluation of held-out people).
+  """
+
+  def __init__(self, source, record_ids: np.ndarray, image_shape: tuple[int, ...],
+               name: str = ''):
+    self.source = source
+    self.record_ids = np.asarray(record_ids, np.int64)
+    self.shape = (len(self.record_ids),) + tuple(image_shape)
+    self.name = name
+
+  dtype = np.dtype(np.uint8)
+  ndim = 4
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def _read(self, ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    if not len(ids):
+      return np.zeros((0,) + self.shape[1:], np.uint8)
+    records = self.source.__getitems__(ids.tolist())
+    return np.stack([r['image'] for r in records]).astype(np.uint8).reshape(
+        (len(ids),) + self.shape[1:])
+
+  def __getitem__(self, key):
+    if isinstance(key, tuple):  # images[rows, ...]: the rows first, then the rest.
+      return self[key[0]][(slice(None),) + key[1:]]
+    if isinstance(key, (int, np.integer)):
+      return self._read(self.record_ids[[key]])[0]
+    ids = self.record_ids[key]  # Slice, integer array or boolean mask, as NumPy.
+    return self._read(ids).reshape(ids.shape + self.shape[1:])
+
+  def load(self) -> np.ndarray:
+    """The person's images whole, in memory."""
+    return self._read(self.record_ids)
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    out = self.load()
+    return out if dtype is None else out.astype(dtype)
+
+
+def in_memory(dataset: base.GazeDataset | None) -> base.GazeDataset | None:
+  """``dataset`` with every person's `RecordImages` read into memory (None stays None)."""
+  if dataset is None:
+    return None
+  return dataclasses.replace(dataset, people=tuple(
+      dataclasses.replace(p, images=p.images.load()) if isinstance(p.images, RecordImages)
+      else p for p in dataset.people))
 
 
 def synthetic_builder(num_people: int, samples_per_person: int, seed: int, data_dir: str,

@@ -18,7 +18,10 @@ streamed store's arrays are the round's own batches, its client ids ``0..C-1`` a
 its indices ``t·B + b``, so the program gathers exactly the samples the padded
 store would give it, and the updates are bit-identical (tests/federated/
 test_client_store.py). `choose_store_kind` picks ``streamed`` when the padded
-array would not fit the memory budget (``fl.client_store='auto'``).
+array would not fit the memory budget (``fl.client_store='auto'``). A run from prepared
+array_record files hands the stores people whose images are a `tfds_source.RecordImages`
+(left on disk; `runner.training_images_stay_on_disk`): the streamed store's `ArrayRows`
+then reads only each round's records.
 
 Clients with fewer samples than a batch get masked batch slots, so every client
 runs the same compiled program. The batch indices of client ``c`` in round ``r``
@@ -118,8 +121,8 @@ def make_store(people: Sequence[base.PersonData], kind: str = 'padded',
   def padded(field, dtype):
     first = getattr(people[0], field)
     out = np.zeros((len(people), max_n) + first.shape[1:], dtype)
-    for i, p in enumerate(people):
-      out[i, :p.num_samples] = getattr(p, field)
+    for i, p in enumerate(people):  # np.asarray: lazy images (on disk) are read here.
+      out[i, :p.num_samples] = np.asarray(getattr(p, field))
     return device_put(out)
 
   return ClientStore(

@@ -207,3 +207,79 @@ def test_sweep_group_with_streamed_store_equals_padded(tmp_path):
     finals[kind] = final_params(tmp_path / kind / 'runs' / 'learning_rate=0.05')
   for a, b in zip(jax.tree.leaves(finals['streamed']), jax.tree.leaves(finals['padded'])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_run_from_prepared_files_streams_training_images_from_disk(tmp_path, monkeypatch):
+  """A run from a prepared dataset (data.source='tfds') with the streamed store: the same
+  final model and errors as the padded in-memory run, and no training person's images are
+  ever read whole (only their round batches) nor the split loaded eagerly."""
+  pytest.importorskip('tensorflow_datasets')
+  from privateyes_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  data = {'data.source': 'tfds', 'data.data_dir': str(tmp_path / 'tfds'),
+          'data.num_people': 6, 'data.samples_per_person': 12, 'data.num_test_people': 1,
+          'data.num_val_people': 1, 'fl.rounds': 2, 'fl.executor': 'sequential'}
+  padded_config = fl_config(**data, **{'fl.client_store': 'padded'})
+  assert not runner.training_images_stay_on_disk(padded_config)
+  padded = runner.train_and_evaluate(padded_config, str(tmp_path / 'padded'))
+
+  loaded_whole, read_rows = [], []
+  real_load, real_read = tfds_source.RecordImages.load, tfds_source.RecordImages._read
+
+  def load(self):
+    loaded_whole.append(self.name)
+    return real_load(self)
+
+  def read(self, ids):
+    read_rows.append(len(np.asarray(ids).reshape(-1)))
+    return real_read(self, ids)
+
+  def eager(*args, **kwargs):
+    raise AssertionError('the split was read with its images')
+
+  monkeypatch.setattr(tfds_source.RecordImages, 'load', load)
+  monkeypatch.setattr(tfds_source.RecordImages, '_read', read)
+  real_reader = tfds_source.read_gaze_dataset
+  monkeypatch.setattr(tfds_source, 'read_gaze_dataset', lambda *a, lazy_images=False, **k: (
+      real_reader(*a, lazy_images=True, **k) if lazy_images else eager()))
+  streamed_config = fl_config(**data, **{'fl.client_store': 'streamed'})
+  assert runner.training_images_stay_on_disk(streamed_config)
+  streamed = runner.train_and_evaluate(streamed_config, str(tmp_path / 'streamed'))
+
+  dataset = data_lib.load_dataset(streamed_config.data, lazy_images=True)
+  train, val, test = data_lib.split_people_val(dataset, streamed_config.data)
+  assert sorted(loaded_whole) == sorted(val.person_names + test.person_names)
+  assert not set(loaded_whole) & set(train.person_names)
+  assert max(read_rows) <= max(12, streamed_config.fl.local_steps * streamed_config.batch_size)
+  for a, b in zip(jax.tree.leaves(final_params(tmp_path / 'streamed')),
+                  jax.tree.leaves(final_params(tmp_path / 'padded'))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for key in ('test_error', 'val_error', 'per_person_error', 'baseline_mean_predictor_error'):
+    assert streamed[key] == padded[key], key
+  assert not _prefetch_threads()
+
+
+def test_lazy_images_index_like_the_eager_arrays(tmp_path):
+  """`RecordImages` (images left in the array_record files) reads what NumPy would give."""
+  pytest.importorskip('tensorflow_datasets')
+  from privateyes_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  builder = tfds_source.synthetic_builder(3, 10, 0, str(tmp_path))
+  builder.download_and_prepare()
+  eager = tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze')
+  lazy = tfds_source.read_gaze_dataset(builder, 'train', 'synthetic', 'gaze',
+                                       lazy_images=True, chunk=7)
+  for e, l in zip(eager.people, lazy.people):
+    assert isinstance(l.images, tfds_source.RecordImages)
+    assert (l.person, l.images.shape, l.images.dtype) == (e.person, e.images.shape,
+                                                           e.images.dtype)
+    for field in ('labels', 'head_pose', 'sample_id'):
+      np.testing.assert_array_equal(getattr(l, field), getattr(e, field))
+    for key in (3, slice(None, 1), slice(2, 9, 3), np.array([4, 4, 0, 9]),
+                np.arange(10) % 3 == 0, (np.array([1, 2]), 5)):
+      np.testing.assert_array_equal(l.images[key], e.images[key])
+    np.testing.assert_array_equal(np.asarray(l.images), e.images)
+  # 'auto' is decided from counts x image shape, without reading an image.
+  assert client_data.padded_store_bytes(lazy.people) == client_data.padded_store_bytes(
+      eager.people)
+  memory_people = tfds_source.in_memory(lazy).people
+  assert all(isinstance(p.images, np.ndarray) for p in memory_people)

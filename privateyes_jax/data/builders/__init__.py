@@ -45,10 +45,13 @@ def dataset_format(data_config):
   return getattr(importlib.import_module(f'{__name__}.{module}'), attribute)
 
 
-def prepare_and_read(data_config):
-  """Prepares (once) the dataset named by ``data_config.name`` and reads it back."""
+def prepare_and_read(data_config, lazy_images: bool = False):
+  """Prepares (once) the dataset named by ``data_config.name`` and reads it back.
+
+  ``lazy_images``: the images stay in the prepared files (`tfds_source.RecordImages`).
+  """
   from privateyes_jax.data.builders import common  # pylint: disable=g-import-not-at-top
-  return common.load(dataset_format(data_config), data_config)
+  return common.load(dataset_format(data_config), data_config, lazy_images=lazy_images)
 
 
 DATASETS = {name: prepare_and_read for name in _FORMATS}

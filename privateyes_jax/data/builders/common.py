@@ -292,14 +292,18 @@ def present_splits(fmt: DatasetFormat, builder, data_config) -> tuple[str, ...]:
   return tuple(s for s in splits if s in prepared)
 
 
-def load(fmt: DatasetFormat, data_config) -> base.GazeDataset:
-  """Prepares ``fmt`` (once) and reads its splits, people in split order then by name."""
+def load(fmt: DatasetFormat, data_config, lazy_images: bool = False) -> base.GazeDataset:
+  """Prepares ``fmt`` (once) and reads its splits, people in split order then by name.
+
+  ``lazy_images``: images stay on disk (`tfds_source.read_gaze_dataset`).
+  """
   read_splits(fmt, data_config)  # An unknown split name fails before preparing.
   builder = prepare(fmt, data_config)
   splits = present_splits(fmt, builder, data_config)
   people = []
   for split in splits:
-    people.extend(tfds_source.read_gaze_dataset(builder, split, fmt.name, fmt.label_kind).people)
+    people.extend(tfds_source.read_gaze_dataset(builder, split, fmt.name, fmt.label_kind,
+                                                 lazy_images=lazy_images).people)
   return base.GazeDataset(name=fmt.name, people=tuple(people), label_kind=fmt.label_kind)
 
 
