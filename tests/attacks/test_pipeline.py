@@ -249,3 +249,53 @@ def test_null_view_row_scores_at_chance_under_shared_scoring(strong_plain_fl):
   assert abs(row['auc_vs_null']['mean'] - 0.5) < 0.25
   assert 'null_view' in pipeline.format_table(out['threat_models'])
   assert list(out['threat_models'])[-1] == 'null_view'  # After the DualView rows.
+
+
+# ----------------------------------------------------------------------------- the extra rows
+def test_config_selected_rows_and_membership(runs, tmp_path):
+  """The reviewer's rows (issue #14 a, c) selected by the attack config, after DualView's rows,
+  scored like them; membership inference per run as its own section. Mutants killed: a row
+  registered globally instead of by config; a Sybil recovery that is not the target's update;
+  a shared view or the membership section given a count; the selection left out of the
+  attack's identity (a changed selection would read back stale results)."""
+  config = tiny_attack(extra_rows=('gradient_inversion', 'sybil'), membership_inference=True)
+  out_dir = str(tmp_path / 'attack')
+  out = pipeline.run_attack(config, list(runs), out_dir)
+  rows = out['threat_models']
+  assert list(rows) == ['plain_fl', 'privateyes', 'privateyes_output_model', 'generic_mpc',
+                        'gradient_inversion', 'sybil']
+  assert not pipeline.EXTRA_ROWS  # Nothing registered globally.
+  for name in ('gradient_inversion', 'sybil'):
+    row = rows[name]
+    assert not row['shared'] and row['repetitions'] == 2 and row['num_people'] == 4
+    reid = row['reidentified']
+    assert reid['trials'] == 8 and reid['low'] <= reid['rate'] <= reid['high']
+    assert reid['chance'] == 0.25
+    assert np.isfinite(row['auc_vs_null']['low']) and 1 <= row['rank']['mean'] <= 4
+    assert len(out['per_person'][name]) == 8
+  sybil = rows['sybil']
+  assert sybil['mean_cosine'] > 0.999 and sybil['max_abs_error'] < 1e-2, sybil
+  assert all(r['cosine'] > 0.999 for r in out['per_person']['sybil'])
+  for name, row in rows.items():  # A shared view never gets a count.
+    if row['shared']:
+      assert row['reidentified'] is None and row['rank']['by_construction'], name
+      assert all('reidentified' not in r for r in out['per_person'][name]), name
+  membership = out['membership']
+  assert set(membership) == {'plain_fl', 'privateyes'}
+  for result in membership.values():
+    for attack in ('loss_threshold', 'lira'):
+      r = result[attack]
+      assert 0 <= r['auc'] <= 1 and r['auc_ci95'][0] <= r['auc'] <= r['auc_ci95'][1]
+      assert 0 <= r['p_value'] <= 1 and 'successes' not in r and 'reidentified' not in r
+      assert r['num_members'] == len(result['members'])
+  assert out['timings']['membership_s'] > 0 and out['timings']['row_sybil_s'] > 0
+  table = pipeline.format_table(rows)
+  assert table.index('generic_mpc') < table.index('gradient_inversion') < table.index('sybil')
+  notes = pipeline.extra_row_notes(rows)
+  assert 'limit of the threat model' in notes and 'client authentication' in notes
+  from privateyes_jax.attacks import rows as rows_lib
+  lines = rows_lib.format_membership(membership)
+  assert 'chance 0.50' in lines and lines.count('AUC') == 4
+  # Another selection is another attack: refused in the same directory, not read back.
+  with pytest.raises(workdir_lib.WorkdirError, match='another config'):
+    pipeline.run_attack(tiny_attack(extra_rows=('sybil',)), list(runs), out_dir)
