@@ -268,7 +268,7 @@ def test_null_view_row_scores_at_chance_under_shared_scoring(strong_plain_fl):
 
 
 # ----------------------------------------------------------------------------- the extra rows
-def test_config_selected_rows_and_membership(tiny_out):
+def test_config_selected_rows_and_membership(tiny_out, runs):
   """The reviewer's rows (issue #14 a, c) selected by the attack config, after DualView's rows,
   scored like them; membership inference per run as its own section. Mutants killed: a row
   registered globally instead of by config; a Sybil recovery that is not the target's update;
@@ -314,3 +314,7 @@ def test_config_selected_rows_and_membership(tiny_out):
   section = report.privacy_section([report.Attack(path='x', name='attack', summary=out)], {})
   assert 'sybil' in section and 'limit of the threat model' in section
   assert 'Membership inference' in section and section.count('chance 0.50') == 4
+  # Round differencing needs record_views='all' and client subsampling: not applicable here.
+  context = pipeline.RowContext(rounds=[pipeline.load_round(r) for r in runs], people=[],
+                                attack_seed=1, prior=None, evaluate=None, config=extras_attack())
+  assert rows_lib.round_differencing_row(context) is None
