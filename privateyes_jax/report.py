@@ -275,6 +275,13 @@ def privacy_section(attacks: Sequence[Attack], figures: dict[str, list[str]]) ->
             f'the attack\'s own view-2 distribution moved to the {s.get("baseline_centre")}; '
             f'guessing the federation\'s population gives {_fmt(ref.get("label_error"))} '
             f'{unit}, KL {_fmt(ref.get("gaze_kl"))}.', '']
+    notes = pipeline.extra_row_notes(s['threat_models'])
+    if notes:
+      out += ['Rows after DualView\'s:', ''] + [f'- {line}' for line in notes.split('\n')] + ['']
+    if s.get('membership'):
+      from privateyes_jax.attacks import rows as rows_lib  # pylint: disable=g-import-not-at-top
+      lines = rows_lib.format_membership(s['membership']).split('\n')
+      out += [lines[0], ''] + [f'- `{line.strip()}`' for line in lines[1:]] + ['']
     for fig in figures.get(a.name, []):
       out.append(f'![{a.name}: {os.path.basename(fig)}]({fig})')
     out.append('')

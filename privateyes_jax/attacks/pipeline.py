@@ -75,6 +75,7 @@ from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.attacks import dualview
 from privateyes_jax.attacks import evaluation
 from privateyes_jax.attacks import gan_prior
+from privateyes_jax.attacks import gradient_inversion
 from privateyes_jax.attacks import scoring
 from privateyes_jax.data import base
 from privateyes_jax.models import gaze as gaze_models
@@ -113,6 +114,18 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     gaze_distribution: view 2's form: ``'aux_gaussian'`` (the recovered mean with
       the auxiliary people's within-person spread, `dualview.gaze_distribution`)
       or ``'samples'`` (the recovered gaze points themselves).
+    extra_rows: the reviewer's rows added after DualView's (`rows`): any of
+      ``'gradient_inversion'`` (a: no prior, plain FL's updates),
+      ``'round_differencing'`` (b: differenced opened aggregates; needs a PrivatEyes run
+      with ``record_views='all'`` and client subsampling, else no row) and ``'sybil'``
+      (c: a Sybil coalition's recovery, the limit of the threat model).
+    gradient_inversion: `gradient_inversion.default_config` (row a's budget).
+    differencing_window: rounds back a differenced estimate may use (row b).
+    membership_inference: membership inference on every target run's output model
+      (loss threshold and LiRA; ``out['membership']``, per run, never a row).
+    membership_shadows: LiRA's shadow models (even), trained on the prior's people.
+    membership_shadow_steps: each shadow's optimizer steps (0: the run's
+      ``fl.rounds x fl.local_steps``).
   """
   if preset not in ('demo', 'full', 'tiny'):
     raise ValueError(f'Unknown attack preset {preset!r}; available: demo, full, tiny.')
@@ -131,10 +144,23 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
   c.gaze_distribution = 'aux_gaussian'
   c.num_real_images = 100
   c.gaze_samples = 1024
+  # Demo: the extra rows and membership off, to keep its attack stage within budget
+  # (measured costs: docs/DECISIONS.md, "DualView measurement (#14)").
+  c.extra_rows = ()
+  c.gradient_inversion = gradient_inversion.default_config(preset)
+  c.gradient_inversion.match_layers = ('Dense_0', 'Dense_1')  # As DualView's CPU presets.
+  c.differencing_window = 4
+  c.membership_inference = False
+  c.membership_shadows = 8
+  c.membership_shadow_steps = 0
   if preset == 'full':
     c.classifier_steps = 2000
     c.attack_seeds = 5
     c.min_federations = 3
+    c.extra_rows = ('gradient_inversion', 'round_differencing', 'sybil')
+    c.gradient_inversion.match_layers = ()  # Every layer (GPU).
+    c.membership_inference = True
+    c.membership_shadows = 16
   elif preset == 'tiny':
     c.attack_seeds = 2
     c.num_real_images = 16
@@ -142,6 +168,9 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     c.attack.steps = 2
     c.classifier_steps = 40
     c.classifier_features = (8, 16)
+    # Off by default (the tests select them: tests/attacks/test_pipeline.py); tiny budgets.
+    c.gradient_inversion.steps = 4
+    c.membership_shadows = 2
   return c
 
 
@@ -465,16 +494,38 @@ class RowContext:
     people: the attacked people (classes of the evaluation classifier).
     attack_seed: this repetition's seed.
     prior: the trained GAN prior (auxiliary people only).
-    evaluate: ``evaluate(attacks, shared) -> per-person rows`` scores results shaped
-      like `dualview.attack_person`'s (``images`` uint8 ``[K, 36, 60, 1]``, ``gaze``
-      ``[M, 2]``) exactly as DualView's rows are (rank, AUC vs the null view,
-      re-identified for per-client views, PSNR/SSIM, label error, KL, baseline).
+    evaluate: ``evaluate(attacks, shared, null_images=None, people=None) -> per-person
+      rows`` scores results shaped like `dualview.attack_person`'s (``images`` uint8
+      ``[K, 36, 60, 1]``, ``gaze`` ``[M, 2]``) exactly as DualView's rows are (rank, AUC
+      vs the null view, re-identified for per-client views, PSNR/SSIM, label error,
+      KL, baseline). ``null_images``: the row's own null view (the same attack on
+      noise; default a DualView null of this repetition); ``people``: a subset of
+      ``people`` the attacks belong to (default all, in order).
+    config: the attack config (the rows' budgets).
+    dualview: ``dualview(recorded, global_params, change, key) -> result``: DualView
+      as on a per-client view of ``recorded`` (its model and local training), with
+      view 2 in the pipeline's form.
+    dualview_null: ``dualview_null(recorded, global_params, like) -> result``: this
+      repetition's DualView null view of that model (cached; DualView's own rows
+      share it when they attack the same model).
+    null_change: `null_change`.
+    view2: ``view2(result) -> result``: view 2 in the pipeline's form (the recovered
+      gaze points kept as ``gaze_points``, ``gaze`` the distribution scored), as
+      DualView's results get it.
+    cache: a dict kept across repetitions (e.g. recoveries that do not depend on
+      the attack seed).
   """
   rounds: list[RecordedRound]
   people: list[base.PersonData]
   attack_seed: int
   prior: Any
-  evaluate: Callable[[Sequence[dict], bool], list[dict]]
+  evaluate: Callable[..., list[dict]]
+  config: Any = None
+  dualview: Callable[..., dict] | None = None
+  dualview_null: Callable[..., dict] | None = None
+  null_change: Callable[..., Any] | None = None
+  view2: Callable[[dict], dict] | None = None
+  cache: dict = dataclasses.field(default_factory=dict)
 
 
 # name -> (shared, fn). ``fn(context) -> list of per-person rows or None`` (None: the
@@ -575,6 +626,7 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   people = runs[0].clients
   if config.max_people:
     people = people[:config.max_people]
+  people_all = people
   n = len(people)
   label_kind, label_unit = runs[0].label_kind, runs[0].label_unit
 
@@ -620,6 +672,9 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
     baseline_from = 'federation\'s mean label (reference only)'
 
   inversions = {}  # One compiled inversion per (model, gaze source), shared by all people.
+  from privateyes_jax.attacks import rows as rows_lib  # pylint: disable=g-import-not-at-top
+  extra_rows = {**EXTRA_ROWS, **rows_lib.selected_rows(config)}
+  row_cache: dict = {}  # Kept across repetitions (rows_lib's recoveries).
 
   def attack(tg: Target, key: jax.Array, change: Any, gaze_seed: int) -> dict:
     rcfg = tg.recorded.config
@@ -634,6 +689,10 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
                       'local_steps': rcfg.fl.local_steps, 'batch_size': rcfg.batch_size}
     result = dualview.attack_person(key, prior, tg.recorded.apply_fn, tg.global_params, change,
                                     local_training, attack_cfg, inversion=inversions[cache_key])
+    return view2(result, gaze_seed)
+
+  def view2(result: dict, gaze_seed: int) -> dict:
+    """View 2 in the pipeline's form: the recovered points, and the distribution scored."""
     result['gaze_points'] = result['gaze']
     if gaze_distribution == 'aux_gaussian':
       result['gaze'] = dualview.gaze_distribution(result['gaze_points'], within_cov,
@@ -697,21 +756,42 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
           plots[tg.threat_model] = results[tg.threat_model]
       some_null = next(iter(nulls.values()))
 
-      def evaluate_extra(attacks, shared, _null=some_null):
+      def evaluate_extra(attacks, shared, null_images=None, people=None, _null=some_null):
         return evaluation.evaluate_people(
-            attacks, people, classifier, null_images=_null['images'], shared=shared,
+            attacks, list(people_all if people is None else people), classifier,
+            null_images=_null['images'] if null_images is None else null_images, shared=shared,
             min_accuracy=config.min_classifier_accuracy, background=background,
             label_kind=label_kind, baseline_centre=baseline_centre,
             num_real=config.num_real_images)
 
+      def row_target(recorded, global_params):
+        return Target('extra', recorded, global_params, [], False, '', 'extra row')
+
+      def dualview_row(recorded, global_params, change, key, _seed=seed):
+        return attack(row_target(recorded, global_params), key, change, _seed)
+
+      def dualview_null(recorded, global_params, like, _root=root, _seed=seed, _nulls=nulls):
+        null_key = (recorded.run_dir, id(global_params), '')
+        if null_key not in _nulls:  # The same keys as DualView's own nulls.
+          noise = null_change(jax.random.fold_in(_root, 999_983), like)
+          _nulls[null_key] = attack(row_target(recorded, global_params),
+                                    jax.random.fold_in(_root, 999_979), noise, _seed)
+        return _nulls[null_key]
+
       context = RowContext(rounds=list(fed), people=list(people), attack_seed=seed, prior=prior,
-                           evaluate=evaluate_extra)
-      for name, (shared, fn) in EXTRA_ROWS.items():
+                           evaluate=evaluate_extra, config=config, dualview=dualview_row,
+                           dualview_null=dualview_null, null_change=null_change,
+                           view2=lambda result, _seed=seed: view2(result, _seed),
+                           cache=row_cache)
+      for name, (shared, fn) in extra_rows.items():
+        t_row = time.perf_counter()
         rows = fn(context)
+        timings[f'row_{name}_s'] = timings.get(f'row_{name}_s', 0.0) + time.perf_counter() - t_row
         if rows is not None:
           _collect(per_person, name, rows, seed, fed[0].federation_seed)
           shared_of[name] = shared
-          views.setdefault(name, {'view': name, 'round': fed[0].round, 'runs': []})
+          views.setdefault(name, {'view': rows_lib.ROW_LABELS.get(name, name),
+                                  'round': fed[0].round, 'runs': []})
       timings['evaluation_s'] += time.perf_counter() - t
   timings['attack_mean_s'] = timings['attacks_s'] / max(done_attacks + null_attacks, 1)
   timings['attacks'] = done_attacks
@@ -720,8 +800,17 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
 
   rows = {}
   for name, person_rows in per_person.items():
-    rows[name] = {**scoring.summarize_row(person_rows, n, shared_of[name]), **views[name]}
+    rows[name] = {**scoring.summarize_row(person_rows, n, shared_of[name]), **views[name],
+                  **rows_lib.summarize_extra(name, person_rows)}
   rows = in_threat_order(rows)
+  membership_out = {}
+  if config.get('membership_inference', False):
+    t = time.perf_counter()
+    # Shadow people: the prior's auxiliary people (disjoint from every target run's
+    # training and held-out people: checked above), less any excluded from the prior.
+    shadow_people = [p for p in aux.people if p.person not in set(excluded)]
+    membership_out = rows_lib.membership_by_run(config, federations, shadow_people)
+    timings['membership_s'] = time.perf_counter() - t
   timings['total_s'] = time.perf_counter() - t_all
   out = {'threat_models': rows, 'per_person': {k: per_person[k] for k in rows},
          'timings': timings,
@@ -731,6 +820,8 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
          'gaze_distribution': gaze_distribution, 'baseline_centre': baseline_from,
          'attack_seeds': seeds, 'federation_seeds': [f[0].federation_seed for f in federations],
          'targets': identity['targets']}
+  if membership_out:
+    out['membership'] = membership_out
   if attack_dir:
     evaluation.plot_reconstructions(
         os.path.join(attack_dir, 'reconstructions.png'), people,
@@ -775,3 +866,31 @@ def print_summary(out: dict) -> None:
   print(f'No-leakage columns: the attack\'s own view-2 distribution moved to the '
         f'{out.get("baseline_centre", "auxiliary mean")}. Guessing the federation\'s '
         f'population itself: label err {ref["label_error"]:.2f} {unit}, KL {ref["gaze_kl"]:.2f}.')
+  notes = extra_row_notes(out['threat_models'])
+  if notes:
+    print(notes)
+  from privateyes_jax.attacks import rows as rows_lib  # pylint: disable=g-import-not-at-top
+  membership_lines = rows_lib.format_membership(out.get('membership') or {})
+  if membership_lines:
+    print(membership_lines)
+
+
+def extra_row_notes(rows: dict[str, dict]) -> str:
+  """What the reviewer's rows (after DualView's) attack, one line each; the Sybil
+  row's recovery (mean cosine to the honest update, max abs error)."""
+  from privateyes_jax.attacks import rows as rows_lib  # pylint: disable=g-import-not-at-top
+  lines = []
+  for name, s in rows.items():
+    if name not in rows_lib.ROW_LABELS:
+      continue
+    line = f'{name}: {rows_lib.ROW_LABELS[name]}'
+    if name == 'sybil' and 'mean_cosine' in s:
+      line += (f'; recovered updates: mean cosine {s["mean_cosine"]:.4f} to the honest update, '
+               f'max abs error {s.get("max_abs_error", float("nan")):.2g} (fixed-point). What '
+               'would stop it: client authentication and a minimum number of HONEST clients '
+               'per round (min_clients does not: Sybils count towards it)')
+    if name == 'round_differencing':
+      line += ('; estimates exact' if s.get('exact') else
+               '; estimates approximate (other clients\' updates drift between rounds)')
+    lines.append(line)
+  return '\n'.join(lines)

@@ -56,13 +56,25 @@ def test_views_are_unflattened_to_the_runs_updates(runs):
       'privateyes', 'privateyes_output_model', 'generic_mpc']
 
 
-def test_attack_end_to_end_writes_every_threat_model(runs, tmp_path):
-  out_dir = str(tmp_path / 'attack')
-  out = pipeline.run_attack(tiny_attack(), list(runs), out_dir)
+def extras_attack(**overrides):
+  """The tiny attack with the reviewer's rows (a, c) and membership inference selected."""
+  return tiny_attack(extra_rows=('gradient_inversion', 'sybil'), membership_inference=True,
+                     **overrides)
+
+
+@pytest.fixture(scope='module')
+def tiny_out(runs, tmp_path_factory):
+  """One tiny attack of both runs with the extra rows and membership: (summary, attack dir)."""
+  out_dir = str(tmp_path_factory.mktemp('tiny') / 'attack')
+  return pipeline.run_attack(extras_attack(), list(runs), out_dir), out_dir
+
+
+def test_attack_end_to_end_writes_every_threat_model(runs, tiny_out):
+  out, out_dir = tiny_out
   rows = out['threat_models']
-  assert list(rows) == ['plain_fl', 'privateyes', 'privateyes_output_model', 'generic_mpc']
+  assert list(rows)[:4] == ['plain_fl', 'privateyes', 'privateyes_output_model', 'generic_mpc']
   assert out['attack_seeds'] == [1, 2] and out['federation_seeds'] == [0]
-  for name, row in rows.items():
+  for name, row in list(rows.items())[:4]:
     assert row['num_people'] == 4 and row['repetitions'] == 2, name
     assert np.isfinite(row['psnr']) and 0 < row['ssim'] <= 1 and row['gaze_kl'] >= 0
     assert row['baseline_kl'] >= 0 and row['label_error'] >= 0
@@ -84,10 +96,14 @@ def test_attack_end_to_end_writes_every_threat_model(runs, tmp_path):
   assert 'label err (deg)' in table
 
   # The same attack again reads the finished results back; another config is refused.
-  again = pipeline.run_attack(tiny_attack(), list(runs), out_dir)
+  again = pipeline.run_attack(extras_attack(), list(runs), out_dir)
   assert again['threat_models'] == saved['threat_models']
   with pytest.raises(workdir_lib.WorkdirError, match='another config'):
-    pipeline.run_attack(tiny_attack(seed=7), list(runs), out_dir)
+    pipeline.run_attack(extras_attack(seed=7), list(runs), out_dir)
+  # Another selection of rows is another attack: refused, never read back stale.
+  with pytest.raises(workdir_lib.WorkdirError, match='another config'):
+    pipeline.run_attack(tiny_attack(extra_rows=('sybil',), membership_inference=True),
+                        list(runs), out_dir)
   assert json.load(open(os.path.join(out_dir, 'summary.json'))) == saved  # Untouched.
   # --overwrite with another prior replaces the results and retrains the prior.
   other = tiny_attack()
@@ -249,3 +265,56 @@ def test_null_view_row_scores_at_chance_under_shared_scoring(strong_plain_fl):
   assert abs(row['auc_vs_null']['mean'] - 0.5) < 0.25
   assert 'null_view' in pipeline.format_table(out['threat_models'])
   assert list(out['threat_models'])[-1] == 'null_view'  # After the DualView rows.
+
+
+# ----------------------------------------------------------------------------- the extra rows
+def test_config_selected_rows_and_membership(tiny_out, runs):
+  """The reviewer's rows (issue #14 a, c) selected by the attack config, after DualView's rows,
+  scored like them; membership inference per run as its own section. Mutants killed: a row
+  registered globally instead of by config; a Sybil recovery that is not the target's update;
+  a shared view or the membership section given a count; the selection left out of the
+  attack's identity (the end-to-end test checks that a changed selection is refused)."""
+  out, _ = tiny_out
+  rows = out['threat_models']
+  assert list(rows) == ['plain_fl', 'privateyes', 'privateyes_output_model', 'generic_mpc',
+                        'gradient_inversion', 'sybil']
+  assert not pipeline.EXTRA_ROWS  # Nothing registered globally.
+  for name in ('gradient_inversion', 'sybil'):
+    row = rows[name]
+    assert not row['shared'] and row['repetitions'] == 2 and row['num_people'] == 4
+    reid = row['reidentified']
+    assert reid['trials'] == 8 and reid['low'] <= reid['rate'] <= reid['high']
+    assert reid['chance'] == 0.25
+    assert np.isfinite(row['auc_vs_null']['low']) and 1 <= row['rank']['mean'] <= 4
+    assert len(out['per_person'][name]) == 8
+  sybil = rows['sybil']
+  assert sybil['mean_cosine'] > 0.999 and sybil['max_abs_error'] < 1e-2, sybil
+  assert all(r['cosine'] > 0.999 for r in out['per_person']['sybil'])
+  for name, row in rows.items():  # A shared view never gets a count.
+    if row['shared']:
+      assert row['reidentified'] is None and row['rank']['by_construction'], name
+      assert all('reidentified' not in r for r in out['per_person'][name]), name
+  membership = out['membership']
+  assert set(membership) == {'plain_fl', 'privateyes'}
+  for result in membership.values():
+    for attack in ('loss_threshold', 'lira'):
+      r = result[attack]
+      assert 0 <= r['auc'] <= 1 and r['auc_ci95'][0] <= r['auc'] <= r['auc_ci95'][1]
+      assert 0 <= r['p_value'] <= 1 and 'successes' not in r and 'reidentified' not in r
+      assert r['num_members'] == len(result['members'])
+  assert out['timings']['membership_s'] > 0 and out['timings']['row_sybil_s'] > 0
+  table = pipeline.format_table(rows)
+  assert table.index('generic_mpc') < table.index('gradient_inversion') < table.index('sybil')
+  notes = pipeline.extra_row_notes(rows)
+  assert 'limit of the threat model' in notes and 'client authentication' in notes
+  from privateyes_jax.attacks import rows as rows_lib
+  lines = rows_lib.format_membership(membership)
+  assert 'chance 0.50' in lines and lines.count('AUC') == 4
+  from privateyes_jax import report
+  section = report.privacy_section([report.Attack(path='x', name='attack', summary=out)], {})
+  assert 'sybil' in section and 'limit of the threat model' in section
+  assert 'Membership inference' in section and section.count('chance 0.50') == 4
+  # Round differencing needs record_views='all' and client subsampling: not applicable here.
+  context = pipeline.RowContext(rounds=[pipeline.load_round(r) for r in runs], people=[],
+                                attack_seed=1, prior=None, evaluate=None, config=extras_attack())
+  assert rows_lib.round_differencing_row(context) is None
