@@ -6,7 +6,7 @@ Each method trains into its own sub-workdir (``runs/demo/<method>``), so re-runn
 resumes or reuses finished runs. ``--overwrite`` starts everything afresh. The
 DualView attack then reads what the FedAvg server and the PrivatEyes coalition saw
 in the last round (``runs/demo/attack``) and prints the privacy table with 95%
-intervals; its budget is ``experiments/configs/attack.py:demo`` (3 attack seeds;
+intervals; its budget is ``experiments/configs/attack.py:demo`` (2 attack seeds;
 ``--attack=false`` skips it). ``--federations=N`` trains N-1 more federations (FedAvg
 and PrivatEyes with training seeds 1..N-1, into
 ``runs/demo/federations/seed<s>/``) and attacks all N; the default is 1 to keep the

@@ -131,7 +131,7 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     raise ValueError(f'Unknown attack preset {preset!r}; available: demo, full, tiny.')
   c = ml_collections.ConfigDict()
   c.seed = 1
-  c.attack_seeds = 3
+  c.attack_seeds = 2  # Demo: the 15-minute budget on 2 CPU cores (docs/BENCHMARKS.md).
   c.min_federations = 1
   c.round = -1
   c.max_people = 0
