@@ -14,9 +14,9 @@ from privateyes_jax import inspection
 from privateyes_jax import label_scaling
 from privateyes_jax import runner
 from privateyes_jax.mpc import ring
-from tests import screen_study
+from tests import helpers
 
-STUDY = screen_study.make_study(num_people=8, samples_per_person=64)
+STUDY = helpers.make_screen_study(num_people=8, samples_per_person=64)
 
 
 def _config(module, **data):
