@@ -33,6 +33,7 @@ run's training (federated rounds, local steps, optimizer), the better calibrated
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
@@ -193,11 +194,46 @@ def lira_scores(target_stat: np.ndarray, shadow_stats: np.ndarray, in_mask: np.n
           - _log_normal_pdf(target_stat, mu_out, sd_out))
 
 
+def shadow_statistics(predict, members: Sequence[base.PersonData],
+                      nonmembers: Sequence[base.PersonData],
+                      shadow_people: Sequence[base.PersonData], train_fn: TrainFn, *,
+                      num_shadows: int = 8, seed: int = 0, shadow_fraction: float = 0.5
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """LiRA's shadow models: ``(stats [num_shadows, n], in_mask [num_shadows, n])``.
+
+  ``stats[s, i]`` is φ = log(mean loss) of candidate i (members, then non-members)
+  under shadow s; ``in_mask[s, i]`` whether i was one of shadow s's people. It
+  depends only on the candidates' data, the auxiliary people, the trainer and the
+  seed, not on the attacked model: runs that share them (e.g. FedAvg and PrivatEyes
+  of one federation) can share one set of shadows (`output_model_membership`'s cache).
+  """
+  if num_shadows < 2 or num_shadows % 2:
+    raise ValueError(f'num_shadows must be even and >= 2, got {num_shadows}.')
+  candidates = list(members) + list(nonmembers)
+  names = {p.person for p in candidates}
+  overlap = sorted(names & {p.person for p in shadow_people})
+  if overlap:
+    raise ValueError(f'Shadow (auxiliary) people {overlap[:5]} are candidates too.')
+  n = len(candidates)
+  rng = np.random.default_rng([seed, 1414])
+  # Balanced design: every candidate IN exactly half of the shadows.
+  in_mask = np.stack([rng.permutation(num_shadows) < num_shadows // 2 for _ in range(n)], axis=1)
+  num_aux = int(round(shadow_fraction * len(shadow_people)))
+  key = jax.random.PRNGKey(seed)
+  stats = np.empty((num_shadows, n))
+  for s in range(num_shadows):
+    aux = [shadow_people[i] for i in rng.permutation(len(shadow_people))[:num_aux]]
+    people = aux + [c for c, inside in zip(candidates, in_mask[s]) if inside]
+    shadow_params = train_fn(jax.random.fold_in(key, s), people)
+    stats[s] = np.log(person_losses(predict, shadow_params, candidates) + 1e-12)
+  return stats, in_mask
+
+
 def lira(predict, params: PyTree, members: Sequence[base.PersonData],
          nonmembers: Sequence[base.PersonData], shadow_people: Sequence[base.PersonData],
          train_fn: TrainFn, *, num_shadows: int = 8, seed: int = 0, label_kind: str = 'gaze',
          shadow_fraction: float = 0.5, fixed_variance: bool = True, offline: bool = False,
-         **summary_kwargs) -> dict:
+         shadows: tuple[np.ndarray, np.ndarray] | None = None, **summary_kwargs) -> dict:
   """LiRA-style person-level membership inference on the output model ``params``.
 
   Args:
@@ -213,6 +249,8 @@ def lira(predict, params: PyTree, members: Sequence[base.PersonData],
     seed: the shadows' splits and keys.
     label_kind: ``'gaze'`` or ``'screen'`` (checked only).
     fixed_variance, offline: see `lira_scores`.
+    shadows: `shadow_statistics`' result for these candidates, computed before
+      (then ``shadow_people``, ``train_fn`` and ``shadow_fraction`` are unused).
     **summary_kwargs: passed to `auc_summary`.
 
   Returns:
@@ -221,30 +259,20 @@ def lira(predict, params: PyTree, members: Sequence[base.PersonData],
   """
   if label_kind not in ('gaze', 'screen'):
     raise ValueError(f'Unknown label kind {label_kind!r}; expected "gaze" or "screen".')
-  if num_shadows < 2 or num_shadows % 2:
-    raise ValueError(f'num_shadows must be even and >= 2, got {num_shadows}.')
   candidates = list(members) + list(nonmembers)
-  names = {p.person for p in candidates}
-  overlap = sorted(names & {p.person for p in shadow_people})
-  if overlap:
-    raise ValueError(f'Shadow (auxiliary) people {overlap[:5]} are candidates too.')
-  n = len(candidates)
-  rng = np.random.default_rng([seed, 1414])
-  # Balanced design: every candidate IN exactly half of the shadows.
-  in_mask = np.stack([rng.permutation(num_shadows) < num_shadows // 2 for _ in range(n)], axis=1)
-  num_aux = int(round(shadow_fraction * len(shadow_people)))
-  key = jax.random.PRNGKey(seed)
-  shadow_stats = np.empty((num_shadows, n))
-  for s in range(num_shadows):
-    aux = [shadow_people[i] for i in rng.permutation(len(shadow_people))[:num_aux]]
-    people = aux + [c for c, inside in zip(candidates, in_mask[s]) if inside]
-    shadow_params = train_fn(jax.random.fold_in(key, s), people)
-    shadow_stats[s] = np.log(person_losses(predict, shadow_params, candidates) + 1e-12)
+  if shadows is None:
+    shadows = shadow_statistics(predict, members, nonmembers, shadow_people, train_fn,
+                                num_shadows=num_shadows, seed=seed,
+                                shadow_fraction=shadow_fraction)
+  shadow_stats, in_mask = shadows
+  if shadow_stats.shape[1] != len(candidates):
+    raise ValueError(f'Shadow statistics for {shadow_stats.shape[1]} candidates, '
+                     f'{len(candidates)} given.')
   target_stat = np.log(person_losses(predict, params, candidates) + 1e-12)
   scores = lira_scores(target_stat, shadow_stats, in_mask, fixed_variance=fixed_variance,
                        offline=offline)
   sm, sn = scores[:len(members)], scores[len(members):]
-  return {'attack': 'lira_offline' if offline else 'lira', 'num_shadows': num_shadows,
+  return {'attack': 'lira_offline' if offline else 'lira', 'num_shadows': len(shadow_stats),
           **auc_summary(sm, sn, **summary_kwargs),
           'member_scores': sm.tolist(), 'nonmember_scores': sn.tolist()}
 
@@ -284,8 +312,13 @@ def make_trainer(model, optimizer_config, *, steps: int, batch_size: int) -> Tra
 # ----------------------------------------------------------------------------- a recorded run
 def output_model_membership(recorded, shadow_people: Sequence[base.PersonData], *,
                             num_shadows: int = 8, shadow_steps: int = 0, seed: int = 0,
-                            train_fn: TrainFn | None = None, **summary_kwargs) -> dict:
+                            train_fn: TrainFn | None = None, shadow_cache: dict | None = None,
+                            **summary_kwargs) -> dict:
   """Both attacks on a run's output model: its training people vs its held-out people.
+
+  Losses are the model's training loss, in the label space it was trained in: a
+  run that standardised its labels (``recorded.label_scaling``, screen targets) is
+  scored, and its shadows trained, on labels standardised the same way.
 
   Args:
     recorded: `pipeline.load_round` of the run (any threat model: the output
@@ -299,28 +332,56 @@ def output_model_membership(recorded, shadow_people: Sequence[base.PersonData], 
     train_fn: the shadow trainer; default `make_trainer` with the run's model,
       client optimizer and batch size (centralized: a stand-in for the run's
       federated training).
+    shadow_cache: a dict shared across calls: runs whose shadows would be the same
+      (same data, people, model, optimizer, batch size, steps, label scaling and
+      seed; e.g. FedAvg and PrivatEyes of one federation) train them once. Only
+      with the default ``train_fn``.
     **summary_kwargs: passed to `auc_summary`.
 
   Returns:
     ``{'loss_threshold': ..., 'lira': ...}``, each as `loss_threshold` / `lira`
-    return, plus ``'members'`` and ``'nonmembers'`` (person names).
+    return, plus ``'members'`` and ``'nonmembers'`` (person names) and
+    ``'shadows_shared'`` (whether the shadows came from the cache).
   """
+  import json  # pylint: disable=g-import-not-at-top
   from privateyes_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from privateyes_jax import label_scaling as label_scaling_lib  # pylint: disable=g-import-not-at-top
   from privateyes_jax.models import gaze as gaze_models  # pylint: disable=g-import-not-at-top
   config = recorded.config
   dataset = data_lib.load_dataset(config.data)
   train_people, test_people = data_lib.split_people(dataset, config.data)
-  members, nonmembers = list(train_people.people), list(test_people.people)
+  scaling = getattr(recorded, 'label_scaling', None) or label_scaling_lib.IDENTITY
+
+  def standardized(people):
+    if scaling.is_identity:
+      return list(people)
+    return [dataclasses.replace(p, labels=scaling.normalize(p.labels)) for p in people]
+
+  members = standardized(train_people.people)
+  nonmembers = standardized(test_people.people)
+  shadow_people = standardized(shadow_people)
   predict = training.predict_fn(recorded.apply_fn)
+  steps = shadow_steps or config.fl.rounds * config.fl.local_steps
+  cache_key = None
   if train_fn is None:
-    steps = shadow_steps or config.fl.rounds * config.fl.local_steps
     train_fn = make_trainer(gaze_models.build_model(config.model), config.optimizer,
                             steps=steps, batch_size=config.batch_size)
+    if shadow_cache is not None:
+      cache_key = json.dumps(
+          [config.data.to_dict(), config.model.to_dict(), config.optimizer.to_dict(), steps,
+           config.batch_size, seed, num_shadows, [p.person for p in members + nonmembers],
+           [p.person for p in shadow_people], scaling.to_dict()], sort_keys=True, default=str)
+  shared = cache_key is not None and cache_key in shadow_cache
+  if cache_key is not None and not shared:
+    shadow_cache[cache_key] = shadow_statistics(predict, members, nonmembers, shadow_people,
+                                                train_fn, num_shadows=num_shadows, seed=seed)
+  shadows = shadow_cache[cache_key] if cache_key is not None else None
   label_kind = dataset.label_kind
   return {
       'loss_threshold': loss_threshold(predict, recorded.output_params, members, nonmembers,
                                        label_kind, seed=seed, **summary_kwargs),
       'lira': lira(predict, recorded.output_params, members, nonmembers, shadow_people,
                    train_fn, num_shadows=num_shadows, seed=seed, label_kind=label_kind,
-                   **summary_kwargs),
-      'members': [p.person for p in members], 'nonmembers': [p.person for p in nonmembers]}
+                   shadows=shadows, **summary_kwargs),
+      'members': [p.person for p in members], 'nonmembers': [p.person for p in nonmembers],
+      'shadows_shared': shared}

@@ -69,6 +69,7 @@ from absl import logging
 from jax.flatten_util import ravel_pytree
 
 from privateyes_jax import data as data_lib
+from privateyes_jax import label_scaling as label_scaling_lib
 from privateyes_jax import metrics
 from privateyes_jax import progress as progress_lib
 from privateyes_jax import workdir as workdir_lib
@@ -194,6 +195,10 @@ class RecordedRound:
     apply_fn: the run's model's apply function.
     label_kind: ``'gaze'`` or ``'screen'`` (the run's dataset).
     label_unit: how its label errors are printed (``'deg'``, or the run's unit).
+    label_scaling: the standardisation the run trained with (`label_scaling`;
+      identity for gaze runs). Its offset and scale are opened outputs of the run's
+      aggregation, so every threat model knows them; the attack works in the
+      model's (standardised) label space and maps view 2 back to the run's unit.
   """
   run_dir: str
   config: ml_collections.ConfigDict
@@ -208,6 +213,7 @@ class RecordedRound:
   apply_fn: Any
   label_kind: str = 'gaze'
   label_unit: str = 'deg'
+  label_scaling: Any = None
 
   @property
   def federation_seed(self) -> int:
@@ -312,7 +318,8 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
                        output_params=unflat(view['output_model'], 'output_model'),
                        individual_updates=individual, coalition_estimates=coalition,
                        apply_fn=model.apply, label_kind=dataset.label_kind,
-                       label_unit=_label_unit(run_dir, dataset.label_kind))
+                       label_unit=_label_unit(run_dir, dataset.label_kind),
+                       label_scaling=label_scaling_lib.load(run_dir))
 
 
 def _label_unit(run_dir: str, label_kind: str) -> str:
@@ -509,9 +516,10 @@ class RowContext:
       repetition's DualView null view of that model (cached; DualView's own rows
       share it when they attack the same model).
     null_change: `null_change`.
-    view2: ``view2(result) -> result``: view 2 in the pipeline's form (the recovered
-      gaze points kept as ``gaze_points``, ``gaze`` the distribution scored), as
-      DualView's results get it.
+    view2: ``view2(result, scaling=None) -> result``: view 2 in the pipeline's form
+      (the recovered gaze points, mapped from the model's standardised labels to the
+      run's unit by ``scaling`` = the attacked run's ``label_scaling``, kept as
+      ``gaze_points``; ``gaze`` the distribution scored), as DualView's results get it.
     cache: a dict kept across repetitions (e.g. recoveries that do not depend on
       the attack seed).
   """
@@ -524,7 +532,7 @@ class RowContext:
   dualview: Callable[..., dict] | None = None
   dualview_null: Callable[..., dict] | None = None
   null_change: Callable[..., Any] | None = None
-  view2: Callable[[dict], dict] | None = None
+  view2: Callable[..., dict] | None = None
   cache: dict = dataclasses.field(default_factory=dict)
 
 
@@ -689,10 +697,18 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
                       'local_steps': rcfg.fl.local_steps, 'batch_size': rcfg.batch_size}
     result = dualview.attack_person(key, prior, tg.recorded.apply_fn, tg.global_params, change,
                                     local_training, attack_cfg, inversion=inversions[cache_key])
-    return view2(result, gaze_seed)
+    return view2(result, gaze_seed, tg.recorded.label_scaling)
 
-  def view2(result: dict, gaze_seed: int) -> dict:
-    """View 2 in the pipeline's form: the recovered points, and the distribution scored."""
+  def view2(result: dict, gaze_seed: int, scaling=None) -> dict:
+    """View 2 in the pipeline's form: the recovered points, and the distribution scored.
+
+    ``scaling``: the attacked run's label standardisation; the inversion's labels and
+    the model's predictions are standardised, view 2 is scored in the run's unit.
+    """
+    if scaling is not None:
+      for field in ('gaze', 'labels'):
+        if field in result:
+          result[field] = np.asarray(scaling.denormalize(np.asarray(result[field])), np.float32)
     result['gaze_points'] = result['gaze']
     if gaze_distribution == 'aux_gaussian':
       result['gaze'] = dualview.gaze_distribution(result['gaze_points'], within_cov,
@@ -781,7 +797,8 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
       context = RowContext(rounds=list(fed), people=list(people), attack_seed=seed, prior=prior,
                            evaluate=evaluate_extra, config=config, dualview=dualview_row,
                            dualview_null=dualview_null, null_change=null_change,
-                           view2=lambda result, _seed=seed: view2(result, _seed),
+                           view2=lambda result, scaling=None, _seed=seed: view2(
+                               result, _seed, scaling),
                            cache=row_cache)
       for name, (shared, fn) in extra_rows.items():
         t_row = time.perf_counter()

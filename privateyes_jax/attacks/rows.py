@@ -66,7 +66,7 @@ def gradient_inversion_row(context) -> list[dict] | None:
   def run(key, update):
     return context.view2(gradient_inversion.attack_person(
         key, recorded.apply_fn, recorded.global_params, update, cfg, image_shape,
-        inversion=inversion))
+        inversion=inversion), recorded.label_scaling)
   attacks = [run(jax.random.fold_in(root, 1000 + c),
                  recorded.individual_updates[by_name[p.person]]) for c, p in enumerate(people)]
   null = run(jax.random.fold_in(root, 999_979),
@@ -184,12 +184,14 @@ def membership_by_run(config, federations, shadow_people) -> dict:
   """
   out = {}
   several = len(federations) > 1
+  shadow_cache: dict = {}  # Runs of one federation share their shadows.
   for fed in federations:
     for recorded in fed:
       label = run_label(recorded) + (f' (seed {recorded.federation_seed})' if several else '')
       result = membership.output_model_membership(
           recorded, shadow_people, num_shadows=config.membership_shadows,
-          shadow_steps=config.membership_shadow_steps, seed=config.seed)
+          shadow_steps=config.membership_shadow_steps, seed=config.seed,
+          shadow_cache=shadow_cache)
       for attack in ('loss_threshold', 'lira'):
         result[attack] = {k: v for k, v in result[attack].items()
                           if k not in ('member_scores', 'nonmember_scores')}
