@@ -145,14 +145,15 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
   c.gaze_distribution = 'aux_gaussian'
   c.num_real_images = 100
   c.gaze_samples = 1024
-  # Demo: the extra rows and membership off, to keep its attack stage within budget
-  # (measured costs: docs/DECISIONS.md, "DualView measurement (#14)").
+  # Demo: the extra rows off, to keep its attack stage within budget (measured costs:
+  # docs/DECISIONS.md, "DualView measurement (#14)"); membership with 4 shadows, shared
+  # by the FedAvg and PrivatEyes runs of a federation (about 50 s on 2 idle cores).
   c.extra_rows = ()
   c.gradient_inversion = gradient_inversion.default_config(preset)
   c.gradient_inversion.match_layers = ('Dense_0', 'Dense_1')  # As DualView's CPU presets.
   c.differencing_window = 4
-  c.membership_inference = False
-  c.membership_shadows = 8
+  c.membership_inference = True
+  c.membership_shadows = 4
   c.membership_shadow_steps = 0
   if preset == 'full':
     c.classifier_steps = 2000
@@ -164,6 +165,7 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     c.membership_shadows = 16
   elif preset == 'tiny':
     c.attack_seeds = 2
+    c.membership_inference = False
     c.num_real_images = 16
     c.gaze_samples = 128
     c.attack.steps = 2

@@ -56,6 +56,7 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
   c.shadow_data_seed = 1000
   c.attack = pipeline.default_config(preset)
   c.attack.attack_seeds = 1
+  c.attack.membership_inference = False  # Nothing of it is tuned.
   c.grid = ('attack.feature_weight=0,1,3,10', 'background_samples=0,256',
             'attack.gaze_source=global_model,labels')
   if preset == 'demo':
