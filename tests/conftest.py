@@ -28,3 +28,16 @@ def recorded_runs(tmp_path_factory):
   runner.train_and_evaluate(fl_config(record_views='last', **{'aggregator.name': 'privateyes'}),
                             secure)
   return plain, secure
+
+
+@pytest.fixture(scope='session')
+def recorded_attack(recorded_runs, tmp_path_factory):
+  """The tiny DualView attack of both recorded runs, with the reviewer's rows (a, c) and
+  membership inference: ``(summary, attack dir)``. Shared by the attack and report tests."""
+  from privateyes_jax.attacks import pipeline  # pylint: disable=g-import-not-at-top
+  config = pipeline.default_config('tiny')
+  config.min_classifier_accuracy = 0.0  # Wiring, not attack strength.
+  config.extra_rows = ('gradient_inversion', 'sybil')
+  config.membership_inference = True
+  out_dir = str(tmp_path_factory.mktemp('recorded_attack') / 'attack')
+  return pipeline.run_attack(config, list(recorded_runs), out_dir), out_dir

@@ -63,13 +63,14 @@ def extras_attack(**overrides):
 
 
 @pytest.fixture(scope='module')
-def tiny_out(runs, tmp_path_factory):
-  """One tiny attack of both runs with the extra rows and membership: (summary, attack dir)."""
-  out_dir = str(tmp_path_factory.mktemp('tiny') / 'attack')
-  return pipeline.run_attack(extras_attack(), list(runs), out_dir), out_dir
+def tiny_out(recorded_attack):
+  """One tiny attack of both runs with the extra rows and membership: (summary, attack dir)
+  (conftest's `recorded_attack`, whose config is `extras_attack()`; shared with the report
+  tests, so nothing here may change it)."""
+  return recorded_attack
 
 
-def test_attack_end_to_end_writes_every_threat_model(runs, tiny_out):
+def test_attack_end_to_end_writes_every_threat_model(runs, tiny_out, tmp_path):
   out, out_dir = tiny_out
   rows = out['threat_models']
   assert list(rows)[:4] == ['plain_fl', 'privateyes', 'privateyes_output_model', 'generic_mpc']
@@ -105,7 +106,11 @@ def test_attack_end_to_end_writes_every_threat_model(runs, tiny_out):
     pipeline.run_attack(tiny_attack(extra_rows=('sybil',), membership_inference=True),
                         list(runs), out_dir)
   assert json.load(open(os.path.join(out_dir, 'summary.json'))) == saved  # Untouched.
-  # --overwrite with another prior replaces the results and retrains the prior.
+  # --overwrite with another prior replaces the results and retrains the prior (in a
+  # copy: the attack directory is shared with the report tests).
+  copy = str(tmp_path / 'attack')
+  shutil.copytree(out_dir, copy)
+  out_dir = copy
   other = tiny_attack()
   other.prior.batch_size = 4  # Not resumable: the old prior would be refused.
   redone = pipeline.run_attack(other, [runs[0]], out_dir, overwrite=True)
