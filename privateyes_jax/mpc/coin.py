@@ -54,16 +54,20 @@ class CoinToss(NamedTuple):
 RevealDeviation = Callable[[np.ndarray], np.ndarray]
 
 
+def unopened(revealed: np.ndarray, nonces: np.ndarray, commitments) -> list[int]:
+  """The servers whose revealed contribution does not open the commitment they broadcast."""
+  return [i for i in range(len(commitments))
+          if commit_words(revealed[i], nonces[i]) != commitments[i]]
+
+
 def toss(num_servers: int, rng: np.random.Generator | None = None,
-         deviation: RevealDeviation | None = None,
-         verify_commitments: bool = True) -> CoinToss:
+         deviation: RevealDeviation | None = None) -> CoinToss:
   """Commit-then-reveal coin toss of ``num_servers`` servers.
 
   Args:
     num_servers: S.
     rng: None (OS entropy) or an injected generator (tests).
     deviation: a malicious server's reveal (adversary.rushing_coin); None: honest.
-    verify_commitments: False only in tests that show what the commitment stops.
 
   Returns:
     ``CoinToss``; on a commitment mismatch ``ok`` is False and the failure names
@@ -74,10 +78,7 @@ def toss(num_servers: int, rng: np.random.Generator | None = None,
   commitments = [commit_words(contributions[i], nonces[i]) for i in range(num_servers)]
   revealed = contributions if deviation is None else np.asarray(
       deviation(contributions.copy()), np.uint64)
-  bad = [i for i in range(num_servers)
-         if commit_words(revealed[i], nonces[i]) != commitments[i]]
-  if not verify_commitments:
-    bad = []
+  bad = unopened(revealed, nonces, commitments)
   joint = np.bitwise_xor.reduce(revealed, axis=0).astype(np.uint64)
   failure = (f'coin commitment mismatch: server(s) {bad} revealed a coin contribution '
              'that does not open the commitment they broadcast; round aborted.'
