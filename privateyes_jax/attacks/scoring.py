@@ -111,11 +111,14 @@ def binomial_summary(successes: int, trials: int, chance: float) -> dict:
           'expected': float(chance * trials), 'p_value': float(test.pvalue)}
 
 
-def mean_summary(units: Sequence[float], chance: float, alternative: str) -> dict:
+def mean_summary(units: Sequence[float], chance: float, alternative: str,
+                 bounds: tuple[float, float] = (-np.inf, np.inf)) -> dict:
   """Mean of independent units, Student-t 95% interval, one-sided t-test p-value against ``chance``.
 
   ``alternative``: ``'greater'`` (leakage raises the score, e.g. AUC) or ``'less'``
   (leakage lowers it, e.g. rank). One unit gives no interval (NaN bounds and p).
+  ``bounds``: the score's range (AUC [0, 1], rank [1, n]); the interval is clipped to
+  it (with 2-3 units a t interval can reach past it).
   """
   from scipy import stats  # pylint: disable=g-import-not-at-top
   units = np.asarray(units, np.float64)
@@ -127,7 +130,7 @@ def mean_summary(units: Sequence[float], chance: float, alternative: str) -> dic
     sem = float(units.std(ddof=1) / np.sqrt(len(units)))
     if sem > 0:
       half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(units) - 1)) * sem
-      low, high = mean - half, mean + half
+      low, high = max(mean - half, bounds[0]), min(mean + half, bounds[1])
       p = float(stats.ttest_1samp(units, chance, alternative=alternative).pvalue)
     else:
       low = high = mean
@@ -168,10 +171,11 @@ def summarize_row(rows: Sequence[Mapping], num_people: int, shared: bool) -> dic
   else:
     out['reidentified'] = None
   if all('rank' in r for r in rows):
-    out['rank'] = mean_summary(units_of(rows, 'rank', shared), (n + 1) / 2, 'less')
+    out['rank'] = mean_summary(units_of(rows, 'rank', shared), (n + 1) / 2, 'less', (1.0, n))
     out['rank']['by_construction'] = bool(shared)
   if all('auc_vs_null' in r for r in rows):
-    out['auc_vs_null'] = mean_summary(units_of(rows, 'auc_vs_null', shared), 0.5, 'greater')
+    out['auc_vs_null'] = mean_summary(units_of(rows, 'auc_vs_null', shared), 0.5, 'greater',
+                                      (0.0, 1.0))
   for key in ('psnr', 'ssim', 'label_error', 'gaze_kl', 'baseline_label_error', 'baseline_kl'):
     values = [r[key] for r in rows if r.get(key) is not None]
     if values:

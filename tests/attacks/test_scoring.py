@@ -88,3 +88,10 @@ def test_binomial_and_t_summaries_match_scipy():
   assert m['p_value'] == pytest.approx(stats.ttest_1samp(units, 0.5, alternative='greater').pvalue)
   one = scoring.mean_summary([0.7], 0.5, 'greater')
   assert one['mean'] == 0.7 and np.isnan(one['low']) and np.isnan(one['p_value'])
+
+
+def test_intervals_stay_within_the_scores_range():
+  """Two units of AUC 0 and 1: the t interval (-5.9, 6.9) is clipped to [0, 1]."""
+  s = scoring.mean_summary([0.0, 1.0], 0.5, 'greater', (0.0, 1.0))
+  assert (s['low'], s['high'], s['mean']) == (0.0, 1.0, 0.5)
+  assert scoring.mean_summary([0.0, 1.0], 0.5, 'greater')['low'] < -5
