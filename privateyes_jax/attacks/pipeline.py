@@ -909,7 +909,9 @@ def extra_row_notes(rows: dict[str, dict]) -> str:
                'would stop it: client authentication and a minimum number of HONEST clients '
                'per round (min_clients does not: Sybils count towards it)')
     if name == 'round_differencing':
-      line += ('; estimates exact' if s.get('exact') else
-               '; estimates approximate (other clients\' updates drift between rounds)')
+      line += ('; built from the opened sums themselves' if s.get('exact') else
+               '; built from output models (equal weights assumed)')
+      line += (', so exact only where the other clients\' updates do not change between the '
+               'rounds combined (a moving run: they drift, and the estimate carries it)')
     lines.append(line)
   return '\n'.join(lines)
