@@ -325,7 +325,7 @@ def output_model_membership(recorded, shadow_people: Sequence[base.PersonData], 
       model ``recorded.output_params`` is what everyone sees; use the last round).
     shadow_people: auxiliary people, neither training nor held-out people of the
       run (e.g. `gan_prior.aux_dataset`'s, or another dataset's).
-    num_shadows: LiRA's shadow models (even).
+    num_shadows: LiRA's shadow models (even); 0: the loss threshold only (no LiRA).
     shadow_steps: optimizer steps of each default shadow (0: the run's
       ``fl.rounds × fl.local_steps``, the steps each client's data saw).
     seed: shadows' seed and bootstrap seed.
@@ -372,16 +372,18 @@ def output_model_membership(recorded, shadow_people: Sequence[base.PersonData], 
            config.batch_size, seed, num_shadows, [p.person for p in members + nonmembers],
            [p.person for p in shadow_people], scaling.to_dict()], sort_keys=True, default=str)
   shared = cache_key is not None and cache_key in shadow_cache
-  if cache_key is not None and not shared:
+  if num_shadows and cache_key is not None and not shared:
     shadow_cache[cache_key] = shadow_statistics(predict, members, nonmembers, shadow_people,
                                                 train_fn, num_shadows=num_shadows, seed=seed)
-  shadows = shadow_cache[cache_key] if cache_key is not None else None
+  shadows = shadow_cache.get(cache_key) if cache_key is not None else None
   label_kind = dataset.label_kind
-  return {
+  out = {
       'loss_threshold': loss_threshold(predict, recorded.output_params, members, nonmembers,
                                        label_kind, seed=seed, **summary_kwargs),
-      'lira': lira(predict, recorded.output_params, members, nonmembers, shadow_people,
-                   train_fn, num_shadows=num_shadows, seed=seed, label_kind=label_kind,
-                   shadows=shadows, **summary_kwargs),
       'members': [p.person for p in members], 'nonmembers': [p.person for p in nonmembers],
       'shadows_shared': shared}
+  if num_shadows:
+    out['lira'] = lira(predict, recorded.output_params, members, nonmembers, shadow_people,
+                       train_fn, num_shadows=num_shadows, seed=seed, label_kind=label_kind,
+                       shadows=shadows, **summary_kwargs)
+  return out

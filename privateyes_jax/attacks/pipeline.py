@@ -124,7 +124,8 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     differencing_window: rounds back a differenced estimate may use (row b).
     membership_inference: membership inference on every target run's output model
       (loss threshold and LiRA; ``out['membership']``, per run, never a row).
-    membership_shadows: LiRA's shadow models (even), trained on the prior's people.
+    membership_shadows: LiRA's shadow models (even), trained on the prior's people;
+      0: the loss-threshold attack only (the demo).
     membership_shadow_steps: each shadow's optimizer steps (0: the run's
       ``fl.rounds x fl.local_steps``).
   """
@@ -146,14 +147,14 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
   c.num_real_images = 100
   c.gaze_samples = 1024
   # Demo: the extra rows off, to keep its attack stage within budget (measured costs:
-  # docs/DECISIONS.md, "DualView measurement (#14)"); membership with 4 shadows, shared
-  # by the FedAvg and PrivatEyes runs of a federation (about 50 s on 2 idle cores).
+  # docs/DECISIONS.md, "DualView measurement (#14)"); membership by the loss threshold
+  # only (LiRA's shadows: 61 s for 4 on 2 idle cores, past the 15-minute budget).
   c.extra_rows = ()
   c.gradient_inversion = gradient_inversion.default_config(preset)
   c.gradient_inversion.match_layers = ('Dense_0', 'Dense_1')  # As DualView's CPU presets.
   c.differencing_window = 4
   c.membership_inference = True
-  c.membership_shadows = 4
+  c.membership_shadows = 0
   c.membership_shadow_steps = 0
   if preset == 'full':
     c.classifier_steps = 2000

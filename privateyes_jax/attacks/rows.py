@@ -193,6 +193,8 @@ def membership_by_run(config, federations, shadow_people) -> dict:
           shadow_steps=config.membership_shadow_steps, seed=config.seed,
           shadow_cache=shadow_cache)
       for attack in ('loss_threshold', 'lira'):
+        if attack not in result:
+          continue
         result[attack] = {k: v for k, v in result[attack].items()
                           if k not in ('member_scores', 'nonmember_scores')}
       out[label] = {**result, 'run': recorded.run_dir, 'federation': recorded.federation_seed}

@@ -79,3 +79,7 @@ def test_membership_in_the_trained_label_space(screen_attack):
   losses = -np.concatenate([direct['loss_threshold']['member_scores'],
                             direct['loss_threshold']['nonmember_scores']])
   assert np.all((losses > 0) & (losses < 5.0)), losses
+  # No shadows (the demo): the loss threshold alone, the same scores, no LiRA.
+  alone = membership.output_model_membership(recorded, shadow_people, num_shadows=0)
+  assert 'lira' not in alone
+  assert alone['loss_threshold']['auc'] == direct['loss_threshold']['auc']
