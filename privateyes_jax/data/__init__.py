@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from privateyes_jax.data.base import DatasetError, GazeDataset, PersonData, pool
 
 PROTOCOLS = ('holdout', 'loo')
@@ -21,6 +23,34 @@ def reads_prepared_files(data_config) -> bool:
   return True  # Every public dataset and own_study is a TFDS builder.
 
 
+_RENDERED: dict[str, GazeDataset] = {}
+_RENDERED_KEEP = 2
+
+
+def _rendered(data_config) -> GazeDataset:
+  """Synthetic people rendered in memory, kept for the next load of the same config.
+
+  A demo renders the same people for each of its four runs, the attack and membership
+  inference (about 4 s each on 2 cores); the last two configs' datasets are kept. Their
+  arrays are read-only, so a caller that changed one in place would fail loudly rather
+  than change what the next caller loads.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  items = data_config.to_dict() if hasattr(data_config, 'to_dict') else dict(data_config)
+  key = json.dumps(items, sort_keys=True, default=str)
+  if key not in _RENDERED:
+    dataset = synthetic.from_config(data_config)
+    for p in dataset.people:
+      for array in (p.images, p.labels, p.head_pose, p.sample_id):
+        if isinstance(array, np.ndarray):
+          array.flags.writeable = False
+    while len(_RENDERED) >= _RENDERED_KEEP:
+      _RENDERED.pop(next(iter(_RENDERED)))
+    _RENDERED[key] = dataset
+  return _RENDERED[key]
+
+
 def load_dataset(data_config, lazy_images: bool = False) -> GazeDataset:
   """The dataset named by ``data_config.name`` from ``data_config.source``.
 
@@ -34,7 +64,7 @@ def load_dataset(data_config, lazy_images: bool = False) -> GazeDataset:
   name, source = data_config.name, data_config.get('source', 'memory')
   if name == 'synthetic':
     if source == 'memory':
-      return synthetic.from_config(data_config)
+      return _rendered(data_config)
     if source == 'tfds':
       if data_config.get('first_person', 0):
         raise ValueError('data.first_person is only supported with data.source="memory".')
