@@ -103,6 +103,8 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
       (e.g. ``('Dense_0', 'Dense_1')``); empty: every parameter. Matching only the
       dense layers keeps nearly all of GazeNet's parameters while avoiding a
       second-order backward pass through the convolutions (10x cheaper on CPU).
+      GazeNet's names stand for the same roles in a model without them (the face
+      model's dense head layers; `layers_for_model`).
     optimize_head_pose: optimise the simulated head pose too (else fixed at 0).
     gaze_source: how view 2 is formed: ``'global_model'`` (θ's predictions on the
       reconstructions), ``'labels'`` (the labels optimised jointly with the
@@ -151,6 +153,43 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
 
 
 GAZE_SOURCES = ('local_model', 'labels', 'global_model')
+
+
+# The dense layers of `GazeNet` that the presets name (``feature_layer``, ``match_layers``).
+GAZENET_DENSE_LAYERS = ('Dense_0', 'Dense_1')
+
+
+def dense_layers(params: PyTree) -> tuple[str, ...]:
+  """The model's top-level dense layers (a 2-D ``kernel`` and a ``bias``), sorted by name."""
+  return tuple(sorted(
+      k for k, v in params.items()
+      if hasattr(v, 'keys') and set(v.keys()) == {'kernel', 'bias'}
+      and getattr(v['kernel'], 'ndim', 0) == 2))
+
+
+def layers_for_model(config: ml_collections.ConfigDict,
+                     params: PyTree) -> ml_collections.ConfigDict:
+  """``config`` (an attack config) with GazeNet's layer names given their roles in ``params``.
+
+  The presets name GazeNet's dense layers: ``'Dense_0'`` (fed by the convolutional
+  features) as ``feature_layer`` and both as ``match_layers``. A model without
+  them (the face model: ``'gaze'``, or ``'screen_hidden'`` and ``'screen_target'``)
+  gets the same roles: the feature layer is its dense layer with the most inputs
+  (the one fed by the convolutions) and the matched layers are its dense layers.
+  Names the model has, and names that are not GazeNet's, are left as they are (the
+  inversion refuses the latter if the model lacks them). Returns a copy.
+  """
+  config = config.copy_and_resolve_references()
+  dense = dense_layers(params)
+  if not dense:
+    return config
+  if config.get('feature_layer', '') in GAZENET_DENSE_LAYERS and config.feature_layer not in params:
+    config.feature_layer = max(dense, key=lambda k: (params[k]['kernel'].shape[0], k))
+  layers = tuple(config.get('match_layers', ()))
+  if (layers and set(layers) <= set(GAZENET_DENSE_LAYERS)
+      and not set(layers) <= set(params)):
+    config.match_layers = dense
+  return config
 
 
 # ----------------------------------------------------------------------------- pytree helpers
@@ -264,7 +303,8 @@ def make_inversion(prior: gan_prior.Prior, apply_fn: Callable, attack_config,
   """Builds the inversion ``(key, params, model_change, cond) -> result dict``.
 
   ``model_change`` is the observed change of the model (pytree like ``params``).
-  The result holds, for every restart ``r``: ``images01 [R, K, 36, 60, 1]``,
+  The result holds, for every restart ``r``: ``images01 [R, K, H, W, C]`` (the
+  prior's image shape, the run's: 36x60x1 eye patches by default),
   ``labels [R, K, 2]``, ``head_pose [R, K, 2]``, ``loss [R]`` (the objective),
   ``match [R]`` (the update cosine-distance term), ``feature [R]`` and ``prior [R]``.
 
@@ -290,11 +330,31 @@ def make_inversion(prior: gan_prior.Prior, apply_fn: Callable, attack_config,
     if not 1 <= cfg[field] <= cfg.restarts:
       raise ValueError(f'attack_config.{field} must be in [1, restarts={cfg.restarts}], got '
                        f'{cfg[field]}.')
-  generator, critic = prior.generator, prior.critic
-  layers = tuple(cfg.match_layers)
   feature_layer = cfg.feature_layer if cfg.feature_weight > 0 else ''
   if cfg.feature_weight > 0 and not cfg.feature_layer:
     raise ValueError('attack_config.feature_weight > 0 needs a feature_layer (a dense layer).')
+  with_features = _build_inversion(prior, apply_fn, cfg, feature_layer)
+  if not feature_layer:
+    return with_features
+  without_features = []  # Built when first needed.
+
+  def run(key, params, model_change, cond=None):
+    # A feature layer whose observed bias change is exactly zero (the client's L1
+    # residual signs cancel in small batches) reveals no feature direction: the
+    # estimate is zero and its cosine has no gradient (NaN). Its term is dropped.
+    if float(tree_norm(estimate_layer_input(model_change, feature_layer))) > 0.0:
+      return with_features(key, params, model_change, cond)
+    if not without_features:
+      without_features.append(_build_inversion(prior, apply_fn, cfg, ''))
+    return without_features[0](key, params, model_change, cond)
+
+  return run
+
+
+def _build_inversion(prior: gan_prior.Prior, apply_fn: Callable, cfg, feature_layer: str):
+  """`make_inversion`'s inversion for a checked config, with ``feature_layer`` ('' for none)."""
+  generator, critic = prior.generator, prior.critic
+  layers = tuple(cfg.match_layers)
   R, K, zdim = cfg.restarts, cfg.latents, generator.latent_dim
 
   def generate(z, cond):
@@ -452,8 +512,10 @@ def attack_person(key: jax.Array, prior: gan_prior.Prior, target_apply_fn: Calla
     key: PRNG key of this attack (restarts' latents and labels).
     prior: the trained GAN prior (`gan_prior.train_prior`).
     target_apply_fn: the attacked gaze model's ``apply``:
-      ``apply_fn({'params': p}, images [B, 36, 60, 1] (uint8 scale), head_pose [B, 2])
+      ``apply_fn({'params': p}, images [B, H, W, C] (uint8 scale), head_pose [B, 2])
       -> [B, 2]``; must accept float images (the attack differentiates through them).
+      ``(H, W, C)`` is the run's image shape (36x60x1 eye patches by default), which
+      the prior's must equal.
     global_params: θ_r, the model the round started from (pytree).
     observed_update: the change Δ of this person's model that the adversary
       observes (plain FL: the individual update θ_local − θ_r; PrivatEyes
@@ -465,13 +527,13 @@ def attack_person(key: jax.Array, prior: gan_prior.Prior, target_apply_fn: Calla
     attack_config: see `default_config`.
     output_model_update: ``OM_{r+1} − OM_r`` (pytree), used when
       ``observed_update`` is None.
-    cond: ``[1 or K, 36, 60, 1]`` floats in [0, 1], the auxiliary blurred image of
+    cond: ``[1 or K, H, W, C]`` floats in [0, 1], the auxiliary blurred image of
       the target; required by a conditional prior, refused by an unconditional one.
     inversion: a prebuilt `make_inversion` for this prior, model and config (saves
       recompiling across people); built here if None.
 
   Returns:
-    ``{'images': uint8 [K, 36, 60, 1], 'gaze': float32 [M, 2], 'labels': float32
+    ``{'images': uint8 [K, H, W, C], 'gaze': float32 [M, 2], 'labels': float32
     [M, 2], 'loss': float, 'match': float, 'feature': float, 'restart_losses':
     [R]}``: the reconstructions of the ``keep_restarts`` best restarts (lowest
     attack loss; K = ``keep_restarts * latents``), the gaze samples and jointly
@@ -494,7 +556,7 @@ def attack_person(key: jax.Array, prior: gan_prior.Prior, target_apply_fn: Calla
     raise ValueError('The prior is unconditional: cond must be None.')
   K = attack_config.latents
   if cond is not None:
-    cond = jnp.broadcast_to(jnp.asarray(cond, jnp.float32), (K,) + gan_models.IMAGE_SHAPE)
+    cond = jnp.broadcast_to(jnp.asarray(cond, jnp.float32), (K,) + prior.image_shape)
   optimizer = local_training.get('optimizer', 'sgd') if local_training else 'sgd'
   if inversion is None:
     inversion = make_inversion(prior, target_apply_fn, attack_config, optimizer)

@@ -50,7 +50,7 @@ class EvaluationClassifier:
   holdout: tuple[np.ndarray, ...]
 
   def logits(self, images: np.ndarray) -> np.ndarray:
-    """``[N, classes]`` logits of uint8 ``[N, 36, 60, 1]`` images."""
+    """``[N, classes]`` logits of uint8 ``[N, H, W, C]`` images (the run's image shape)."""
     return identity.predict_logits(self.model, self.params, np.asarray(images))
 
 
@@ -130,7 +130,8 @@ def evaluate_people(attacks: Sequence[Mapping[str, np.ndarray]], people: Sequenc
 
   Args:
     attacks: per attacked person, `dualview.attack_person`'s result (``images``
-      uint8 ``[K, 36, 60, 1]``, ``gaze`` ``[M, 2]``: view 2's samples in the run's
+      uint8 ``[K, H, W, C]`` in the run's image shape (36x60x1 eye patches by
+      default), ``gaze`` ``[M, 2]``: view 2's samples in the run's
       label space); the same result for every person under a shared view.
     people: the attacked people's real data, in the same order.
     classifier: the oracle; refused if below ``min_accuracy``.
@@ -227,7 +228,8 @@ def plot_reconstructions(path: str, people: Sequence[base.PersonData],
                          reconstructions: Mapping[str, Sequence[np.ndarray]],
                          num_real: int = 3, num_recon: int = 3) -> None:
   """PNG grid: a row per person; ``num_real`` real images, then ``num_recon``
-  reconstructions per threat model (``reconstructions[threat][person]`` uint8 ``[K, ...]``)."""
+  reconstructions per threat model (``reconstructions[threat][person]`` uint8 ``[K, H, W, C]``;
+  grayscale or RGB)."""
   plt = _pyplot()
   threats = list(reconstructions)
   cols = num_real + num_recon * len(threats)
@@ -240,10 +242,14 @@ def plot_reconstructions(path: str, people: Sequence[base.PersonData],
     for j, ax in enumerate(axes[i]):
       ax.axis('off')
       if j < len(tiles):
-        ax.imshow(tiles[j][0][..., 0], cmap='gray', vmin=0, vmax=255)
+        image = tiles[j][0]
+        if image.shape[-1] == 1:
+          ax.imshow(image[..., 0], cmap='gray', vmin=0, vmax=255)
+        else:  # RGB faces.
+          ax.imshow(image)
         if i == 0:  # 'privateyes_output_model' -> two short lines, not overlapping.
           ax.set_title(tiles[j][1].replace('_', ' ').replace(' ', '\n', 1), fontsize=6)
-    axes[i][0].text(-4, 18, p.person, fontsize=7, ha='right', va='center')
+    axes[i][0].text(-4, p.images.shape[1] / 2, p.person, fontsize=7, ha='right', va='center')
   fig.tight_layout(pad=0.2)
   fig.savefig(path, dpi=110)
   plt.close(fig)

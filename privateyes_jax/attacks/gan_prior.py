@@ -1,7 +1,9 @@
 """DualView stage 1: the WGAN-GP image prior, trained on auxiliary people (DESIGN.md §5.1).
 
-The adversary has public eye images of people *outside* the federation (GMI's
-"public knowledge distillation"). Which images is the config's ``data``: a data
+The adversary has public images of people *outside* the federation (GMI's
+"public knowledge distillation"): eye patches for the eye model, faces for the face
+model. The prior's networks take their image shape from those images (36x60x1 eye
+patches by default; H and W multiples of 4, `gan_models.check_image_shape`). Which images is the config's ``data``: a data
 config like a run's, loaded by the same `privateyes_jax.data.load_dataset` path, so
 the prior can come from another dataset (MPIIGaze, the HDF5 files, a lab's own
 study, ...) or from people of the target's dataset outside the federation. The
@@ -142,6 +144,11 @@ class Prior(NamedTuple):
   critic_params: Any
   conditional: bool = False
 
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """``(H, W, C)`` of the prior's images (its data's, the target run's)."""
+    return tuple(self.generator.image_shape)
+
 
 @flax.struct.dataclass
 class GANState:
@@ -188,7 +195,10 @@ def generator_loss(critic_fn, fake):
 
 
 def blur(images01, sigma: float):
-  """Gaussian blur of ``[B, H, W, 1]`` images (GMI's auxiliary knowledge), separable, 'SAME'."""
+  """Gaussian blur of ``[B, H, W, C]`` images (GMI's auxiliary knowledge), separable, 'SAME'.
+
+  Each channel is blurred on its own (a depthwise convolution).
+  """
   radius = max(1, int(3 * sigma))
   t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
   k = jnp.exp(-0.5 * (t / sigma) ** 2)
@@ -196,10 +206,11 @@ def blur(images01, sigma: float):
   # Edge padding keeps the border brightness (zero padding would darken it).
   x = jnp.pad(images01, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode='edge')
   dn = ('NHWC', 'HWIO', 'NHWC')
-  x = jax.lax.conv_general_dilated(x, k.reshape(-1, 1, 1, 1), (1, 1), 'VALID',
-                                   dimension_numbers=dn)
-  return jax.lax.conv_general_dilated(x, k.reshape(1, -1, 1, 1), (1, 1), 'VALID',
-                                      dimension_numbers=dn)
+  c = images01.shape[-1]
+  x = jax.lax.conv_general_dilated(x, jnp.tile(k.reshape(-1, 1, 1, 1), (1, 1, 1, c)), (1, 1),
+                                   'VALID', dimension_numbers=dn, feature_group_count=c)
+  return jax.lax.conv_general_dilated(x, jnp.tile(k.reshape(1, -1, 1, 1), (1, 1, 1, c)), (1, 1),
+                                      'VALID', dimension_numbers=dn, feature_group_count=c)
 
 
 # ----------------------------------------------------------------------------- training
@@ -212,26 +223,38 @@ _STEP_FIELDS = ('latent_dim', 'g_features', 'g_norm', 'd_features', 'conditional
                 'batch_size', 'n_critic', 'gp_weight', 'learning_rate', 'b1', 'b2')
 
 
-def _step_key(config) -> tuple:
+def _step_key(config, image_shape=gan_models.IMAGE_SHAPE) -> tuple:
   return tuple((f, tuple(v) if isinstance(v, (list, tuple)) else v)
-               for f in _STEP_FIELDS for v in [config.get(f)])
+               for f in _STEP_FIELDS for v in [config.get(f)]) + (
+                   ('image_shape', gan_models.check_image_shape(image_shape)),)
 
 
 @functools.lru_cache(maxsize=4)
 def _compiled(step_key: tuple):
-  """Modules, optimizer and jitted train step of a config, shared by calls with equal
-  ``_step_key``, so re-training or resuming in one process does not recompile."""
-  config = ml_collections.ConfigDict(dict(step_key))
-  generator, critic = gan_models.build(config)
+  """Modules, optimizer and jitted train step of a config and image shape, shared by
+  calls with equal ``_step_key``, so re-training or resuming in one process does not
+  recompile."""
+  fields = dict(step_key)
+  image_shape = fields.pop('image_shape')
+  config = ml_collections.ConfigDict(fields)
+  generator, critic = gan_models.build(config, image_shape)
   return generator, critic, _optimizer(config), jax.jit(make_train_step(config, generator, critic))
 
 
-def init_state(config, key: jax.Array) -> tuple[GANState, gan_models.Generator, gan_models.Critic]:
-  """Fresh `GANState` for ``config``, and the module definitions."""
-  generator, critic, tx, _ = _compiled(_step_key(config))
+def init_state(config, key: jax.Array, image_shape=gan_models.IMAGE_SHAPE
+               ) -> tuple[GANState, gan_models.Generator, gan_models.Critic]:
+  """Fresh `GANState` for ``config`` and ``(H, W, C)`` images, and the module definitions.
+
+  Args:
+    config: the prior's config.
+    key: the init key.
+    image_shape: the prior's data's image shape (36x60x1 eye patches by default).
+  """
+  image_shape = gan_models.check_image_shape(image_shape)
+  generator, critic, tx, _ = _compiled(_step_key(config, image_shape))
   kg, kd = jax.random.split(key)
   z = jnp.zeros((1, config.latent_dim), jnp.float32)
-  img = jnp.zeros((1,) + gan_models.IMAGE_SHAPE, jnp.float32)
+  img = jnp.zeros((1,) + image_shape, jnp.float32)
   cond = img if config.conditional else None
   g_params = generator.init(kg, z, cond)['params']
   d_params = critic.init(kd, img, cond)['params']
@@ -243,7 +266,7 @@ def init_state(config, key: jax.Array) -> tuple[GANState, gan_models.Generator, 
 
 
 def make_train_step(config, generator: nn.Module, critic: nn.Module):
-  """``(state, real_images uint8 [N, 36, 60, 1], key) -> (state, metrics)``, one generator step.
+  """``(state, real_images uint8 [N, H, W, C], key) -> (state, metrics)``, one generator step.
 
   Runs ``config.n_critic`` critic updates and then one generator update, each on a
   fresh real batch sampled from ``real_images`` with ``key``. The critic loop is
@@ -436,9 +459,12 @@ def _check_same_prior(directory: str, config, dataset: base.GazeDataset) -> None
   """Records the prior's config (and data) in ``directory``, or refuses a different one.
 
   Checked before any restore, so a checkpoint of another prior is never half-read.
+  The image shape is recorded too (a prior's networks are built for one shape);
+  a record without one is of a 36x60x1 eye-patch prior (written before faces).
   """
   current = {k: v for k, v in workdir_lib.config_to_dict(config).items()
              if k not in _RESUMABLE_FIELDS}
+  current['image_shape'] = list(dataset.image_shape)
   current['aux_people_names'] = list(dataset.person_names)
   # The images themselves: the same config can load other images (a synthetic prior
   # rendered like its target run, a re-prepared own study).
@@ -450,6 +476,11 @@ def _check_same_prior(directory: str, config, dataset: base.GazeDataset) -> None
   if os.path.exists(path):
     with open(path) as f:
       recorded = json.load(f)
+    recorded.setdefault('image_shape', list(gan_models.IMAGE_SHAPE))
+    if recorded['image_shape'] != current['image_shape']:
+      raise ValueError(
+          f'{directory} holds a prior of {"x".join(map(str, recorded["image_shape"]))} images, '
+          f'not {"x".join(map(str, current["image_shape"]))}; use another directory or delete it.')
     differences = sorted(k for k in set(recorded) | set(current)
                          if recorded.get(k) != current.get(k))
     if differences:
@@ -487,15 +518,17 @@ def train_prior(config, checkpoint_dir: str | None = None,
     checkpoint_dir: orbax `CheckpointManager` directory; training resumes from its
       latest step, and a finished run is restored without training. None: no
       checkpoints.
-    dataset: the auxiliary images; default `aux_dataset(config)`.
+    dataset: the auxiliary images; default `aux_dataset(config)`. The networks are
+      built for their image shape ``(H, W, C)`` (the target run's, `check_image_shape`).
     excluded_people: names of the target run's people in the prior's population
       (what `check_disjoint` returns). Training on any of them would give the
       adversary the private data it is meant to reconstruct, so a dataset that
       contains one is refused.
 
   Raises:
-    ValueError: the dataset overlaps ``excluded_people``, the config is invalid, or
-      ``checkpoint_dir`` holds a prior of another config or dataset.
+    ValueError: the dataset overlaps ``excluded_people``, the config is invalid, the
+      images' height or width is not a multiple of 4, or ``checkpoint_dir`` holds a
+      prior of another config, dataset or image shape.
     FloatingPointError: a loss became NaN or infinite.
   """
   if config.steps < 1 or config.n_critic < 1 or config.batch_size < 1:
@@ -506,11 +539,10 @@ def train_prior(config, checkpoint_dir: str | None = None,
   if overlap:
     raise ValueError(f'The prior must be trained on auxiliary people, but its data contains '
                      f'federation people {overlap}.')
-  if dataset.image_shape != gan_models.IMAGE_SHAPE:
-    raise ValueError(f'The prior models {gan_models.IMAGE_SHAPE} images, got {dataset.image_shape}.')
+  image_shape = gan_models.check_image_shape(dataset.image_shape)
   real_images = jnp.asarray(np.concatenate([p.images for p in dataset.people]))
   root = jax.random.PRNGKey(config.seed)
-  state, generator, critic = init_state(config, jax.random.fold_in(root, 0))
+  state, generator, critic = init_state(config, jax.random.fold_in(root, 0), image_shape)
   if checkpoint_dir:
     _check_same_prior(checkpoint_dir, config, dataset)
   manager = _checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
@@ -529,7 +561,7 @@ def train_prior(config, checkpoint_dir: str | None = None,
         logging.warning('GAN prior: the checkpoint in %s is at step %d, past config.steps=%d; '
                         'using it as it is.', checkpoint_dir, latest, config.steps)
       logging.info('GAN prior: resumed from step %d in %s', latest, checkpoint_dir)
-    step_fn = _compiled(_step_key(config))[3]
+    step_fn = _compiled(_step_key(config, image_shape))[3]
     start = int(state.step)
     progress = progress_lib.Progress('GAN prior', config.steps, start=start)
     data_key = jax.random.fold_in(root, 1)
@@ -558,7 +590,7 @@ def train_prior(config, checkpoint_dir: str | None = None,
 
 
 def sample_images(prior: Prior, key: jax.Array, num: int, cond=None) -> np.ndarray:
-  """``num`` uint8 ``[num, 36, 60, 1]`` samples of the prior (for inspection and plots)."""
+  """``num`` uint8 ``[num, H, W, C]`` samples of the prior (its image shape; for inspection and plots)."""
   z = jax.random.normal(key, (num, prior.generator.latent_dim))
   return np.asarray(gan_models.to_uint8(
       prior.generator.apply({'params': prior.gen_params}, z, cond)))

@@ -52,7 +52,7 @@ def default_config(preset: str = 'demo') -> ml_collections.ConfigDict:
     learning_rate: Adam learning rate of the pixels (images in [0, 1]).
     label_learning_rate: Adam learning rate of the gaze labels (radians).
     tv_weight: weight of the total-variation penalty (Geiping et al. use 1e-4 to
-      1e-1 depending on the resolution; our images are 36×60).
+      1e-1 depending on the resolution; the default eye patches are 36×60).
     signed: Adam on ``sign(∇)`` (Geiping et al.'s signed gradients), else on ∇.
     huber_delta: ε of the pseudo-Huber smoothing of the client's L1 loss.
     label_init_std: spread of the initial labels around θ's predictions (radians).
@@ -207,7 +207,8 @@ def invert(key: jax.Array, apply_fn: Callable, global_params: PyTree, observed_u
       (`differencing.differencing_targets`), or a Sybil recovery
       (`differencing.sybil_recover`).
     config: see `default_config`.
-    image_shape: ``(H, W, C)`` of the model's input.
+    image_shape: ``(H, W, C)`` of the model's input, the run's image shape (36x60x1
+      eye patches by default; a face model's faces, any size and channels).
     head_pose: ``[K, 2]`` if known; default zeros.
     inversion: a prebuilt `make_inversion` (saves recompiling across people).
 

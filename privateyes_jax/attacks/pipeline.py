@@ -506,9 +506,9 @@ class RowContext:
     prior: the trained GAN prior (auxiliary people only).
     evaluate: ``evaluate(attacks, shared, null_images=None, people=None) -> per-person
       rows`` scores results shaped like `dualview.attack_person`'s (``images`` uint8
-      ``[K, 36, 60, 1]``, ``gaze`` ``[M, 2]``) exactly as DualView's rows are (rank, AUC
-      vs the null view, re-identified for per-client views, PSNR/SSIM, label error,
-      KL, baseline). ``null_images``: the row's own null view (the same attack on
+      ``[K, H, W, C]``, the run's image shape, ``gaze`` ``[M, 2]``) exactly as
+      DualView's rows are (rank, AUC vs the null view, re-identified for per-client
+      views, PSNR/SSIM, label error, KL, baseline). ``null_images``: the row's own null view (the same attack on
       noise; default a DualView null of this repetition); ``people``: a subset of
       ``people`` the attacks belong to (default all, in order).
     config: the attack config (the rows' budgets).
@@ -689,7 +689,7 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
 
   def attack(tg: Target, key: jax.Array, change: Any, gaze_seed: int) -> dict:
     rcfg = tg.recorded.config
-    attack_cfg = config.attack.copy_and_resolve_references()
+    attack_cfg = dualview.layers_for_model(config.attack, tg.global_params)
     attack_cfg.gaze_source = tg.gaze_source or attack_cfg.gaze_source
     cache_key = (id(tg.recorded.apply_fn), attack_cfg.gaze_source)
     if cache_key not in inversions:

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from privateyes_jax.attacks import differencing
+from privateyes_jax.attacks import dualview
 from privateyes_jax.attacks import gradient_inversion
 from privateyes_jax.attacks import membership
 
@@ -52,7 +53,7 @@ def gradient_inversion_row(context) -> list[dict] | None:
   recorded = _plain_round(context)
   if recorded is None:
     return None
-  cfg = context.config.gradient_inversion
+  cfg = dualview.layers_for_model(context.config.gradient_inversion, recorded.global_params)
   people = context.people
   image_shape = tuple(people[0].images.shape[1:])
   cache = context.cache.setdefault('gradient_inversion', {})

@@ -1,10 +1,11 @@
-"""Identity classifier: tells people apart from their eye images.
+"""Identity classifier: tells people apart from their images (eye patches or faces).
 
 Used to check that synthetic people are distinguishable, and by DualView's
 evaluation as the re-identification oracle. Its architecture (3x3 conv stacks with
 average pooling and global pooling) deliberately differs from the gaze model's
 LeNet, so that re-identification does not reward images that merely fool the
-attacked model.
+attacked model. It takes any image shape ``(H, W, C)`` (the run's; 36x60x1 eye
+patches by default): its output layer is sized at ``init``.
 """
 
 from __future__ import annotations

@@ -164,3 +164,16 @@ def test_output_model_fallback_gaze_sources_and_errors(fl_round, prior, inversio
   bad.match_layers = ('Conv_9',)
   with pytest.raises(ValueError, match='Conv_9'):
     dualview.make_inversion(prior, model.apply, bad)(jax.random.PRNGKey(0), params, deltas[0])
+
+
+def test_zero_bias_change_drops_the_feature_term(fl_round, inversion):
+  """The feature layer's observed bias change exactly zero (the client's L1 residual signs
+  cancel; seen on a small-batch face-model run): no feature direction, so the feature term
+  is dropped and the inversion stays finite. Mutant killed: the zero feature estimate
+  matched by cosine (NaN gradients, a FloatingPointError for that client)."""
+  _, params, deltas, _ = fl_round
+  change = {**deltas[0], 'Dense_0': {**deltas[0]['Dense_0'],
+                                     'bias': jnp.zeros_like(deltas[0]['Dense_0']['bias'])}}
+  result = inversion(jax.random.PRNGKey(0), params, change)
+  assert np.all(np.isfinite(np.asarray(result['loss'])))
+  np.testing.assert_array_equal(result['feature'], 0.0)

@@ -1,5 +1,7 @@
 """WGAN-GP losses against hand-computed values, and the prior's training loop."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -178,9 +180,11 @@ def test_prior_images_must_fit_the_run_model():
   with pytest.raises(ValueError, match=r'24x40x1 but the target run.s model takes 36x60x1.*'
                                        r'prior.data.image_size'):
     gan_prior.check_image_shape(_named_dataset('own_study', ['a'], (24, 40, 1)), (36, 60, 1))
-  with pytest.raises(ValueError, match='models'):  # The generator draws eye patches only.
+  # Any (H, W, C) with H and W multiples of 4 (the generator upsamples twice by 2).
+  with pytest.raises(ValueError, match=r'30x50x3 images: height and width must be multiples of 4'
+                                       r'.*prior.data.image_size'):
     gan_prior.train_prior(gan_prior.default_config('tiny'),
-                          dataset=_named_dataset('x', ['a'], (36, 60, 3)))
+                          dataset=_named_dataset('x', ['a'], (30, 50, 3)))
 
 
 def test_prior_from_other_people_of_an_own_study(tmp_path):
@@ -220,3 +224,22 @@ def test_checkpoint_of_other_images_is_refused(tmp_path):
   realistic = synthetic.make_dataset(3, 8, first_person=100, difficulty='realistic')
   with pytest.raises(ValueError, match='aux_images_sha256'):
     gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=realistic)
+
+
+def test_checkpoint_of_another_image_shape_is_refused(tmp_path):
+  """A prior of 36x60x1 eye patches is not resumed for 36x60x3 images, in one line naming
+  both shapes. Mutant killed: the image shape left out of the prior's recorded identity
+  (the networks differ, so orbax would fail half-way or restore a mismatched prior)."""
+  config = gan_prior.default_config('tiny')
+  config.steps = 1
+  eyes = _named_dataset('x', ['a', 'b'])
+  gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=eyes)
+  rgb = _named_dataset('x', ['a', 'b'], (36, 60, 3))  # Same names, same (zero) bytes per pixel.
+  with pytest.raises(ValueError, match=r'holds a prior of 36x60x1 images, not 36x60x3'):
+    gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=rgb)
+  # A record written before the shape was recorded is of eye patches: still resumable.
+  path = tmp_path / 'prior' / gan_prior.CONFIG_FILE
+  recorded = json.loads(path.read_text())
+  del recorded['image_shape']
+  path.write_text(json.dumps(recorded))
+  gan_prior.train_prior(config, str(tmp_path / 'prior'), dataset=eyes)
