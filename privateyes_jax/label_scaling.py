@@ -103,12 +103,19 @@ class LabelScaling:
 IDENTITY = LabelScaling()
 
 
+def normalize_persons(people: Sequence[base.PersonData],
+                      scaling: LabelScaling) -> list[base.PersonData]:
+  """Each person with their labels standardised (a list; the same people when identity)."""
+  if scaling.is_identity:
+    return list(people)
+  return [dataclasses.replace(p, labels=scaling.normalize(p.labels)) for p in people]
+
+
 def normalize_people(dataset: base.GazeDataset, scaling: LabelScaling) -> base.GazeDataset:
   """``dataset`` with every person's labels standardised (the training people)."""
   if scaling.is_identity:
     return dataset
-  return dataclasses.replace(dataset, people=tuple(
-      dataclasses.replace(p, labels=scaling.normalize(p.labels)) for p in dataset.people))
+  return dataclasses.replace(dataset, people=tuple(normalize_persons(dataset.people, scaling)))
 
 
 def _pair(value, name: str) -> tuple[float, float]:

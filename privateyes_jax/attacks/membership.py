@@ -33,7 +33,6 @@ run's training (federated rounds, local steps, optimizer), the better calibrated
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
@@ -350,16 +349,10 @@ def output_model_membership(recorded, shadow_people: Sequence[base.PersonData], 
   config = recorded.config
   dataset = data_lib.load_dataset(config.data)
   train_people, test_people = data_lib.split_people(dataset, config.data)
-  scaling = getattr(recorded, 'label_scaling', None) or label_scaling_lib.IDENTITY
-
-  def standardized(people):
-    if scaling.is_identity:
-      return list(people)
-    return [dataclasses.replace(p, labels=scaling.normalize(p.labels)) for p in people]
-
-  members = standardized(train_people.people)
-  nonmembers = standardized(test_people.people)
-  shadow_people = standardized(shadow_people)
+  scaling = recorded.label_scaling
+  members = label_scaling_lib.normalize_persons(train_people.people, scaling)
+  nonmembers = label_scaling_lib.normalize_persons(test_people.people, scaling)
+  shadow_people = label_scaling_lib.normalize_persons(shadow_people, scaling)
   predict = training.predict_fn(recorded.apply_fn)
   steps = shadow_steps or config.fl.rounds * config.fl.local_steps
   cache_key = None

@@ -216,7 +216,7 @@ class RecordedRound:
   apply_fn: Any
   label_kind: str = 'gaze'
   label_unit: str = 'deg'
-  label_scaling: Any = None
+  label_scaling: label_scaling_lib.LabelScaling = label_scaling_lib.IDENTITY
 
   @property
   def federation_seed(self) -> int:
@@ -708,7 +708,7 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
     ``scaling``: the attacked run's label standardisation; the inversion's labels and
     the model's predictions are standardised, view 2 is scored in the run's unit.
     """
-    if scaling is not None:
+    if scaling is not None and not scaling.is_identity:
       for field in ('gaze', 'labels'):
         if field in result:
           result[field] = np.asarray(scaling.denormalize(np.asarray(result[field])), np.float32)
