@@ -288,6 +288,60 @@ def privacy_section(attacks: Sequence[Attack], figures: dict[str, list[str]]) ->
   return '\n'.join(out)
 
 
+def dp_section(groups: dict[str, list[Run]], fig_dir: str) -> str:
+  """Runs with client-level DP: (ε, δ) against both adversaries, and error versus ε.
+
+  The curve pairs every DP run with the run of the same aggregator without DP (ε = ∞)
+  when one is among the runs.
+  """
+  rows, curves = [], {}
+  for d in sorted(groups):
+    for r in groups[d]:
+      dp = r.summary.get('dp')
+      agg = r.summary.get('aggregator')
+      if dp:
+        rows.append([r.method, d, _fmt(dp.get('epsilon')), f'{dp.get("delta"):.0e}',
+                     _fmt(dp.get('epsilon_vs_servers')), _fmt(dp.get('noise_multiplier'), '.3f'),
+                     _fmt(dp.get('clip_norm'), '.3g'), _fmt(dp.get('sampling_rate'), '.3f'),
+                     _fmt(r.summary['test_error'])])
+        curves.setdefault((d, agg), []).append((dp['epsilon'], r.summary['test_error']))
+  if not rows:
+    return ''
+  for d in sorted(groups):
+    for r in groups[d]:
+      key = (d, r.summary.get('aggregator'))
+      if not r.summary.get('dp') and key in curves and r.method in ('fedavg', 'privateyes'):
+        curves[key].append((np.inf, r.summary['test_error']))
+  out = ['## Differential privacy', '',
+         'Client-level (ε, δ) from dp-accounting (docs/MPC.md §5b). ε: against whoever sees '
+         'the opened sums or the models but not who was sampled (amplification by Poisson '
+         'sampling). ε vs servers: the servers see who submitted, so no amplification, '
+         'composed over the rounds of the most frequent client.', '',
+         _table(['method', 'dataset', 'ε', 'δ', 'ε vs servers', 'z', 'C', 'q',
+                 'held-out error'], rows)]
+  plt = _pyplot()
+  for d in sorted({d for d, _ in curves}):
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    finite = [e for (dd, _), pts in curves.items() if dd == d for e, _ in pts if np.isfinite(e)]
+    inf_x = 2 * max(finite) if finite else 1.0
+    for (dd, agg), pts in sorted(curves.items()):
+      if dd != d:
+        continue
+      pts = sorted((inf_x if not np.isfinite(e) else e, err) for e, err in pts)
+      ax.plot(*zip(*pts), marker='o', label=agg or '?')
+    ax.set_xscale('log')
+    ax.set_xlabel(f'ε (δ fixed; rightmost point at {inf_x:g}: no DP)')
+    ax.set_ylabel('held-out error')
+    ax.set_title(f'{d}: error versus ε')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    name = f'dp_error_vs_epsilon_{_slug(d)}.png'
+    fig.savefig(os.path.join(fig_dir, name), dpi=110)
+    plt.close(fig)
+    out += ['', f'![error versus ε, {d}]({FIGURES_DIR}/{name})']
+  return '\n'.join(out)
+
+
 def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -362,6 +416,9 @@ def build_report(paths: Sequence[str], out_dir: str) -> str:
   if runs:
     parts += [accuracy_section(groups), '', cost_section(groups), '', '## Error versus round', '',
               *[f'![{c}]({c})' for c in curves], '']
+    dp_part = dp_section(groups, fig_dir)
+    if dp_part:
+      parts += [dp_part, '']
   parts.append(privacy_section(attacks, attack_figures))
   path = os.path.join(out_dir, REPORT_FILE)
   workdir_lib.atomic_write_text(path, '\n'.join(parts) + '\n')

@@ -167,7 +167,7 @@ def build_summary(config, dataset, train_people, test_people, result: dict,
   }
   for key in ('rounds', 'num_clients', 'clients_per_round', 'local_steps', 'server_optimizer',
               'aggregator', 'executor', 'num_params', 'upload_bytes_per_client',
-              'mean_round_seconds', 'mpc', 'per_person_val_error', 'label_scaling'):
+              'mean_round_seconds', 'mpc', 'per_person_val_error', 'label_scaling', 'dp'):
     if key in result:
       summary[key] = result[key]
   if dataset.label_kind == 'gaze':

@@ -126,6 +126,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.aggregator.adversary.element = -1
   c.aggregator.adversary.before_commit = False
   c.aggregator.adversary.guess = ()  # cancel_chi: (χ_0, χ_1); guess_mac: (α,); rush_coin: a seed.
+  # Client-level differential privacy (docs/MPC.md §5b; off by default). Each client's
+  # update is clipped to L2 norm clip_norm; clients join a round by Poisson sampling at
+  # rate q = (clients per round) / (clients); every server adds its own discrete Gaussian
+  # noise of std noise_multiplier * clip_norm inside the MPC (plain FL: the server adds a
+  # continuous Gaussian of the same std, central DP); the mean divides by q * clients.
+  c.aggregator.dp = ml_collections.ConfigDict()
+  c.aggregator.dp.enabled = False
+  c.aggregator.dp.clip_norm = 1.0  # C: L2 bound of one client's update Δ_c.
+  c.aggregator.dp.noise_multiplier = 1.0  # z: noise std / C (of the one honest server).
+  c.aggregator.dp.target_epsilon = 0.0  # > 0: calibrate z to this ε over fl.rounds.
+  c.aggregator.dp.delta = 1e-5  # δ; must be below 1 / (number of clients).
+  c.aggregator.dp.accountant = 'rdp'  # rdp | pld (dp-accounting).
   c.record_views = ''  # '' | 'last' | 'all': save what the observing party sees (attack input).
 
   if arg == 'tiny':

@@ -65,23 +65,41 @@ def weighted_mean(updates: jax.Array, weights: jax.Array) -> tuple[jax.Array, ja
   return mean, total
 
 
+@jax.jit
+def noisy_mean(updates: jax.Array, weights: jax.Array, key: jax.Array, std: jax.Array,
+               denominator: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Central DP: (Σ_{w_c > 0} Δ_c + N(0, std²)) / denominator, and the count Σ [w_c > 0]."""
+  member = (weights > 0).astype(jnp.float32)
+  total = jnp.einsum('c,cp->p', member, updates, precision=jax.lax.Precision.HIGHEST)
+  noise = std * jax.random.normal(key, total.shape, jnp.float32)
+  return (total + noise) / denominator, jnp.sum(member)
+
+
 @dataclasses.dataclass(frozen=True)
 class MeanAggregator:
   """Plain FL: the server sees every individual update and averages in the clear.
 
   With ``record_view`` the individual updates themselves are the server's view
-  (exactly what DualView attacks under plain FL).
+  (exactly what DualView attacks under plain FL). With ``dp``
+  (``privacy.dp.DPSettings``) it is central DP-FedAvg, the baseline of PrivatEyes'
+  noise in the MPC: the trusted server adds N(0, (z·C)²) to the sum of the clipped
+  updates and divides by the public q·N (the engine clips and samples).
   """
   record_view: bool = False
   name: str = 'mean'
+  dp: Any = None
 
   def init(self, key: jax.Array) -> Any:
     del key  # Unused.
     return ()
 
   def apply(self, state, updates, weights, key, round_idx, *, record_view=True):
-    del key, round_idx  # Unused.
-    mean, total = weighted_mean(updates, weights)
+    del round_idx  # Unused.
+    if self.dp is not None:
+      mean, total = noisy_mean(updates, weights, key, jnp.float32(self.dp.noise_std),
+                               jnp.float32(self.dp.expected_clients))
+    else:
+      mean, total = weighted_mean(updates, weights)
     view = {'individual_updates': updates} if self.record_view and record_view else None
     return state, AggregateResult(mean, total, True, '', view, {})
 

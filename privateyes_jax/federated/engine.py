@@ -37,6 +37,7 @@ from privateyes_jax.federated import aggregators as aggregators_lib
 from privateyes_jax.federated import client_data
 from privateyes_jax.federated import executors as executors_lib
 from privateyes_jax.federated import server as server_lib
+from privateyes_jax.privacy import dp as dp_lib
 from privateyes_jax.workdir import Workdir
 
 AGGREGATORS = ('mean', 'privateyes', 'privateyes_semi_honest')
@@ -50,26 +51,34 @@ class RoundAborted(RuntimeError):
   """The secure aggregation detected cheating; the global model was not changed."""
 
 
-def build_aggregator(config, num_clients: int, num_params: int):
-  """The aggregator named by ``config.aggregator.name`` (one field switches FL and MPC)."""
+def build_aggregator(config, num_clients: int, num_params: int, dp=None):
+  """The aggregator named by ``config.aggregator.name`` (one field switches FL and MPC).
+
+  ``dp``: the run's ``privacy.dp.DPSettings`` (None: no DP).
+  """
   del num_clients  # The MPC ring bounds are checked per round on the real client count.
   agg = config.aggregator
   record = bool(config.get('record_views', ''))
   if agg.name == 'mean':
-    return aggregators_lib.MeanAggregator(record_view=record)
+    return aggregators_lib.MeanAggregator(record_view=record, dp=dp)
   if agg.name in ('privateyes', 'privateyes_semi_honest'):
     from privateyes_jax.mpc import aggregator as mpc_aggregator  # pylint: disable=g-import-not-at-top
     mpc_config = {'k': agg.k, 'f': agg.f, 's': agg.s, 'num_servers': agg.num_servers,
                   'mode': agg.name, 'coalition': tuple(agg.coalition), 'record_view': record,
                   'adversary': dict(agg.adversary), 'client_chunk': agg.get('client_chunk', 0),
                   'prg': agg.get('prg', 'threefry2x64'),
-                  'min_clients': agg.get('min_clients', 3)}
+                  'min_clients': agg.get('min_clients', 3), 'dp': dp}
     # The public bound on a client's weight (samples used per round) scales the
     # weighted inputs into [0, 1] before sharing; see mpc/aggregator.py.
     return mpc_aggregator.SecureAggregator.from_config(
         mpc_config, max_weight=config.fl.local_steps * config.batch_size,
         num_params=num_params)
   raise ValueError(f'Unknown aggregator {agg.name!r}; available: {", ".join(AGGREGATORS)}.')
+
+
+def mpc_cohort_too_small() -> str:
+  from privateyes_jax.mpc import aggregator as mpc_aggregator  # pylint: disable=g-import-not-at-top
+  return mpc_aggregator.COHORT_TOO_SMALL
 
 
 def aggregator_init_key(seed: int) -> jax.Array:
@@ -101,9 +110,14 @@ def method_label(config) -> str:
     return config.method
   agg = config.aggregator.name
   opt = config.fl.server_optimizer
-  if agg == 'mean':
-    return opt
-  return agg if opt == 'fedavg' else f'{agg}+{opt}'
+  label = opt if agg == 'mean' else (agg if opt == 'fedavg' else f'{agg}+{opt}')
+  dp = config.aggregator.get('dp')
+  if dp is not None and dp.get('enabled', False):
+    # Runs at several privacy levels are different methods in the tables.
+    level = (f'eps={dp.target_epsilon:g}' if dp.get('target_epsilon', 0) else
+             f'z={dp.noise_multiplier:g}')
+    label += f'+dp({level})'
+  return label
 
 
 def train(config, workdir: Workdir, model, train_people, test_people, label_kind: str,
@@ -141,7 +155,15 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   flat0, unravel = ravel_pytree(params)
   num_params = flat0.size
   server_opt = server_lib.make_server_optimizer(fl)  # Its schedule counts rounds.
-  aggregator = None if local_only else build_aggregator(config, k, num_params)
+  dp = None if local_only else dp_lib.DPSettings.from_config(
+      config.aggregator.get('dp'), num_clients=num_clients, clients_per_round=k,
+      rounds=fl.rounds)
+  aggregator = None if local_only else build_aggregator(config, k, num_params, dp)
+  max_weight = fl.local_steps * config.batch_size
+  ledger = dp_lib.Ledger(dp, config.seed) if dp else None
+  dp_slots = dp_lib.capacity(num_clients, dp.sampling_rate) if dp else 0
+  if dp and hasattr(aggregator, 'check_noise_headroom'):
+    aggregator.check_noise_headroom(max(dp_slots, k), num_params)  # Refused before training.
 
   if local_only:
     state = {'client_params': jax.tree.map(lambda x: jnp.stack([x] * num_clients), params)}
@@ -183,9 +205,16 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   errors = None
   upload_bytes = 4 * num_params  # float32 update, plain FL.
 
-  def round_plan(r):  # Pure in (seed, r): the streamed store fetches round r + 1 early.
+  def sampled_clients(r):
+    """(client ids, members): DP pads its Poisson sample with non-members (weight 0)."""
+    if dp:
+      return dp_lib.plan_round(config.seed, r, dp, dp_slots)
     client_ids = (np.arange(num_clients) if local_only else
                   server_lib.sample_clients(config.seed, r, num_clients, k))
+    return client_ids, np.ones(len(client_ids), bool)
+
+  def round_plan(r):  # Pure in (seed, r): the streamed store fetches round r + 1 early.
+    client_ids = sampled_clients(r)[0]
     return (client_ids, *client_data.round_indices(config.seed, r, client_ids,
                                                    store.num_samples, fl.local_steps,
                                                    config.batch_size))
@@ -219,8 +248,19 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     else:
       agg_key = aggregator_round_key(config.seed, r)
       record = _should_record(config, r, rounds) and workdir_lib.is_primary()
-      agg_state, result = aggregator.apply(state['aggregator_state'], local.updates,
-                                           local.weights, agg_key, r, record_view=record)
+      updates, weights = local.updates, local.weights
+      if dp:  # Client side: clip; every sampled client weighs the same (privacy/dp.py).
+        updates = dp_lib.clip_updates(updates, dp.clip_norm)[0]
+        weights = dp_lib.round_weights(sampled_clients(r)[1], max_weight)
+      agg_state, result = aggregator.apply(state['aggregator_state'], updates,
+                                           weights, agg_key, r, record_view=record)
+      skipped = (dp is not None and not result.ok
+                 and result.failure.startswith(mpc_cohort_too_small()))
+      if skipped:
+        # Poisson sampling drew fewer than min_clients: nothing was opened, so the
+        # round releases nothing; the model stays as it is (logged, not an abort).
+        logging.warning('Round %d: %s; the model is unchanged.', r + 1, result.failure)
+        result = result._replace(mean_update=jnp.zeros_like(result.mean_update), ok=True)
       if not result.ok:
         _record_retired_attempts(workdir, agg_state)
         raise RoundAborted(
@@ -235,7 +275,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
                    aggregator_state=agg_state)
       stats = dict(result.stats)
       upload_bytes = stats.get('mpc/client_upload_bytes', upload_bytes)
-    w = np.asarray(local.weights)
+    w = np.asarray(local.weights) * (sampled_clients(r)[1] if dp else 1.0)
     train_loss = float(np.sum(np.asarray(local.losses) * w) / max(w.sum(), 1.0))
     if not np.isfinite(train_loss):
       raise RoundRejected(f'Round {r + 1}: local training loss is {train_loss}; round rejected.')
@@ -247,7 +287,9 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     elapsed += now - t_round
     row = {'round': done, 'train_loss': train_loss, 'clients': int(len(client_ids)),
            'upload_bytes_per_client': int(upload_bytes), 'round_seconds': now - t_round,
-           'seconds': elapsed, **stats}
+           'seconds': elapsed, **stats, **(ledger.row(done) if ledger else {})}
+    if dp:
+      row['dp/skipped'] = int(skipped)
     if 'mpc/preprocessing_s' in stats:
       # What a deployment waits for: its dealer (offline phase) runs before the round.
       row['mpc/online_round_seconds'] = row['round_seconds'] - stats['mpc/preprocessing_s']
@@ -286,6 +328,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       'mean_round_seconds': float(np.mean([x['round_seconds'] for x in rows])) if rows else None,
       'params': state.get('params'),
       **({'mpc': cost_section} if cost_section else {}),
+      **({'dp': ledger.summary(rounds)} if ledger else {}),
   }
 
 

@@ -68,6 +68,8 @@ from privateyes_jax.mpc import prg as prg_lib
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import sharing
 from privateyes_jax.mpc import spdz2k
+from privateyes_jax.privacy import discrete_gaussian
+from privateyes_jax.privacy import dp as dp_lib
 
 MODES = ('privateyes', 'privateyes_semi_honest')
 
@@ -89,6 +91,12 @@ class SubmissionError(ValueError):
 
 COHORT_TOO_SMALL = 'cohort too small'  # AggregateResult.failure prefix (nothing opened).
 OUTPUT_OUT_OF_RANGE = 'opened total weight out of range'  # Failure prefix.
+
+# Key derivation tags of the servers' DP noise (docs/MPC.md §5b).
+_NOISE_SAMPLING = 0x44504E53  # Each server's own noise draw: per round and server.
+_NOISE_INPUT = 0x44504E49  # The dealer's masks of the noise inputs: per attempt too.
+# Largest chance, per round, that some noise element leaves the ring's headroom.
+NOISE_HEADROOM_FAILURE = 1e-12
 
 
 class ClientSubmission(NamedTuple):
@@ -343,6 +351,10 @@ class SecureAggregator:
     server_rng: the servers' own randomness (coin contributions, commitment
       nonces): None = OS entropy (``secrets``); a ``numpy.random.Generator`` only
       in tests that compare two code paths bit for bit.
+    dp: client-level DP (``privacy.dp.DPSettings``): every server inputs its own
+      discrete Gaussian noise of std ``dp_lib.mpc_noise_std`` into the sum before
+      it is opened, and the mean divides by the public q·N (docs/MPC.md §5b).
+      The clients' clipping, sampling and uniform weights are the engine's.
   """
   max_weight: float  # No default: it must come from the public config.
   spec: ring.RingSpec = ring.RingSpec()
@@ -357,6 +369,7 @@ class SecureAggregator:
   prg: str = 'threefry2x64'
   min_clients: int = DEFAULT_MIN_CLIENTS
   server_rng: Any = dataclasses.field(default=None, compare=False)
+  dp: dp_lib.DPSettings | None = None
 
   def __post_init__(self):
     sharing.check_num_servers(self.num_servers)
@@ -416,7 +429,8 @@ class SecureAggregator:
                num_params=num_params,
                client_chunk=int(_config_get(config, 'client_chunk', 0) or 0),
                prg=str(_config_get(config, 'prg', 'threefry2x64')),
-               min_clients=int(_config_get(config, 'min_clients', DEFAULT_MIN_CLIENTS)))
+               min_clients=int(_config_get(config, 'min_clients', DEFAULT_MIN_CLIENTS)),
+               dp=_config_get(config, 'dp', None))
 
   # --- memory plan -----------------------------------------------------------
 
@@ -614,7 +628,7 @@ class SecureAggregator:
         'client\'s weight column is out of [0, 1]; round aborted, nothing handed out.', 0)
 
   def _finish(self, state, out: fused.Opened, estimate, submitted, num_submitted,
-              num_params, round_idx, with_view, timings):
+              num_params, round_idx, with_view, timings, noise=None):
     """COIN → CHECK → OUTPUT; an abort retires the attempt. Returns (state, result)."""
     start_time = time.perf_counter()
     public = {}
@@ -624,7 +638,12 @@ class SecureAggregator:
     if check.ok:
       check = self._output_check(out, num_submitted)
     timings['checking_s'] = time.perf_counter() - start_time
-    if check.ok:
+    if check.ok and self.dp is not None:
+      # DP: the noisy sum over the public q·N, never over the realised cohort.
+      mean = fused.fixed_denominator_mean(out.opened, self.dp.expected_clients,
+                                          spec=self.spec)
+      total = out.total_weight
+    elif check.ok:
       mean, total = out.mean, out.total_weight
     else:
       # Never hand out an unverified output: the round aborts.
@@ -644,6 +663,10 @@ class SecureAggregator:
           round=round_idx,
           attempt=int(state.attempt),
           **public)
+      if noise is not None:
+        # The coalition knows its own noise draws (and may subtract them).
+        view['coalition_noise'] = (noise[list(self.coalition)].sum(axis=0)
+                                   / 2.0**self.spec.f).astype(np.float32)
     new_state = state if check.ok else self.retire_attempt(state)
     return new_state, AggregateResult(mean, total, bool(check.ok), check.failure, view, {})
 
@@ -681,6 +704,77 @@ class SecureAggregator:
       stats['mpc/dealer_send_bytes'] = float(costs.dealer_send_bytes(
           self.spec, self.num_servers, num_clients, num_elements))
     return stats
+
+  # --- client-level DP: the servers' noise (docs/MPC.md §5b) --------------------
+
+  def noise_std(self, num_params: int) -> float:
+    """Each server's discrete Gaussian std in the ring's units (0 without DP)."""
+    return dp_lib.mpc_noise_std(self.dp, num_params, self.spec.f) if self.dp else 0.0
+
+  def server_noise(self, key: jax.Array, num_params: int) -> np.ndarray:
+    """Every server's own noise of this round, int64 ``[S, P]`` in units of 2^-f.
+
+    Server i draws N_i ~ N_Z(0, σ²) exactly (`discrete_gaussian`). In a deployment
+    it uses its own secret randomness; the simulation derives it from the round key
+    and i (``apply`` must be repeatable). It does not depend on the attempt: a
+    server that forces an abort after the opening gets the same noisy sum again, not
+    a second sample (docs/MPC.md §5b).
+    """
+    sigma = self.noise_std(num_params)
+    with jax.enable_x64(True):
+      base = jax.random.fold_in(key, _NOISE_SAMPLING)
+      return np.stack([np.asarray(jax.device_get(discrete_gaussian.sample(
+          jax.random.fold_in(base, i), sigma, (num_params,))), np.int64)
+                       for i in range(self.num_servers)])
+
+  def _noise_bound(self, num_terms: int) -> int:
+    """Largest |noise element| (ring units) that the range argument allows."""
+    return int(ring.max_abs_value(self.spec, num_terms) * 2**self.spec.f)
+
+  def check_noise_headroom(self, num_clients: int, num_params: int) -> None:
+    """Refuses a ring too small for the noise: some element of the S·P draws would
+    leave the headroom with probability above `NOISE_HEADROOM_FAILURE`.
+
+    The discrete Gaussian is sub-Gaussian with parameter σ (Canonne, Kamath,
+    Steinke 2020), so P(|N| ≥ t) ≤ 2·exp(−t²/2σ²), union-bounded over S·P draws.
+    """
+    sigma = self.noise_std(num_params)
+    bound = self._noise_bound(num_clients + self.num_servers)
+    tail = 2.0 * self.num_servers * num_params * np.exp(-bound**2 / (2 * sigma**2))
+    if tail > NOISE_HEADROOM_FAILURE:
+      raise ring.RingOverflowError(
+          f'DP noise of std {sigma / 2**self.spec.f:.4g} (aggregator.dp: noise_multiplier '
+          f'{self.dp.noise_multiplier:.4g} x clip_norm {self.dp.clip_norm:.4g}) does not fit '
+          f'RingSpec(k={self.spec.k}, f={self.spec.f}) for {num_clients} clients: a sum '
+          f'element may wrap with probability {tail:.2g} per round; lower aggregator.f '
+          'or aggregator.dp.clip_norm.')
+
+  def _input_server_noise(self, acc, key, state, num_params, static, max_weight):
+    """Every server inputs its noise as an authenticated input (like a client's,
+    with the dealer's mask known to that server) and it joins the local sums.
+
+    Returns:
+      (accumulators, the noise ``[S, P]`` int64).
+    """
+    noise = self.server_noise(key, num_params)
+    largest = int(np.abs(noise).max()) if noise.size else 0
+    if largest > self._noise_bound(static['num_clients'] + self.num_servers):
+      raise ring.RingOverflowError(  # Chance ≤ NOISE_HEADROOM_FAILURE (checked above).
+          f'a DP noise element ({largest} units of 2^-{self.spec.f}) exceeds the ring\'s '
+          'headroom; the round is refused before anything is opened.')
+    num_servers = self.num_servers
+    seeds = round_seeds(jax.random.fold_in(key, _NOISE_INPUT), state.attempt, num_servers,
+                        num_servers, self.mode)
+    stats = fused.RangeStats(jnp.zeros((num_servers,), jnp.float32),
+                             jnp.ones((num_servers,), jnp.bool_))
+    noise_acc, _, _ = fused.accumulate(
+        None, stats, jnp.asarray(noise), jnp.int32(0),
+        jnp.full((num_servers,), max_weight, jnp.float32), seeds, max_weight, jnp.int32(0),
+        phase='all', encoded=True, **dict(static, chunk=num_servers, num_clients=num_servers))
+    bits = self.spec.ring_bits if self.mode == 'privateyes' else self.spec.k
+    acc = tuple(ring.mask_bits(a.astype(jnp.uint64) + b.astype(jnp.uint64), bits).astype(a.dtype)
+                for a, b in zip(acc, noise_acc))
+    return acc, noise
 
   # --- one round, chunked and fused (what training uses) -----------------------
 
@@ -725,10 +819,13 @@ class SecureAggregator:
     refused = self._cohort_too_small(num_submitted, round_idx, num_params)
     if refused is not None:
       return state, refused
+    if self.dp is not None:
+      self.check_noise_headroom(num_clients, num_params)
     chunk = self.chunk_size(num_clients, num_params)
     num_chunks = -(-num_clients // chunk)
     adversary = self.adversary
     timings = {}
+    noise = None
     with jax.enable_x64(True):
       max_weight = jnp.float32(self.max_weight)
       input_seeds, timings['preprocessing_s'] = _timed(
@@ -777,11 +874,17 @@ class SecureAggregator:
             host_weights, stats, weights, input_seeds, max_weight, num_params, **static)
         acc = fused.combine_phases(dealer_acc, acc, retract_acc, spec=self.spec,
                                    num_servers=self.num_servers)
+      num_terms = max(num_clients, 1)
+      if self.dp is not None:
+        # DP: every server's own noise joins the sum before anything is opened.
+        acc, noise = self._input_server_noise(acc, key, state, num_params, static,
+                                              max_weight)
+        num_terms = num_clients + self.num_servers
       # Nothing is opened before every scaled value is known to be in range.
       fused.host_range_check(
           stats, lambda c: scale_individual_updates(
               jnp.asarray(updates[c:c + 1]), weights[c:c + 1], max_weight)[0][0],
-          self.spec, max(num_clients, 1), _RANGE_WHAT)
+          self.spec, num_terms, _RANGE_WHAT)
       timings['sharing_s'] = time.perf_counter() - start_time
 
       # OPEN: the servers' sums (with the malicious server's deviation, if any) and
@@ -811,7 +914,7 @@ class SecureAggregator:
       # COIN → CHECK → OUTPUT.
       new_state, result = self._finish(new_state, out, estimate, weights > 0,
                                        num_submitted, num_params, round_idx, with_view,
-                                       timings)
+                                       timings, noise)
     timings['aborted'] = not result.ok
     return new_state, result._replace(
         stats=self._stats(num_submitted, num_clients, num_params, timings))
@@ -877,6 +980,9 @@ class SecureAggregator:
     Returns (state, result, timings).
     """
     del key  # Everything random was dealt (prep) or is the servers' own (coins).
+    if self.dp is not None:
+      raise ValueError('aggregator.dp runs on the fused path (SecureAggregator.apply), which '
+                       'training uses; the step-by-step path adds no noise.')
     num_clients = submission.submitted.shape[0]
     num_elements = num_params + 1
     self._check_adversary(num_clients, num_params)

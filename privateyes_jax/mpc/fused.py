@@ -264,8 +264,16 @@ def check_coefficients(joint_seed, num_elements, spec):
 # ---------------------------------------------------------------------------
 
 
+def encode_integers(values, spec: ring.RingSpec, dtype):
+  """Integer inputs already in the ring's units (int64 ``[n, P]``) → ``[n, P + 1]`` words
+  of Z_2^k with a zero weight column: the servers' DP noise (`accumulate`'s ``encoded``)."""
+  u = lax.bitcast_convert_type(values.astype(jnp.int64), jnp.uint64)
+  return _mask(jnp.pad(u, ((0, 0), (0, 1))), spec.k).astype(dtype)
+
+
 def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
-           mode, spec, num_servers, prg, chunk, num_clients, coalition, phase):
+           mode, spec, num_servers, prg, chunk, num_clients, coalition, phase,
+           encoded=False):
   """Chunk n: rows [start, start + chunk), start = min(n·chunk, C − chunk).
 
   Rows below n·chunk were in chunk n−1 (the last chunk overlaps instead of
@@ -289,10 +297,13 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
 
   if phase in ('online', 'all'):  # The dealer never sees the inputs.
     updates = lax.dynamic_slice(block, (start - block_offset, _I0), (chunk, block.shape[1]))
-    chunk_stats = range_stats(updates, w, max_weight)
-    stats = RangeStats(*(lax.dynamic_update_slice(full, part, (start,))
-                         for full, part in zip(stats, chunk_stats)))
-    x = encode(scale(updates, w, max_weight), spec, dtype)
+    if encoded:  # Range-checked by the caller (`noise_headroom`).
+      x = encode_integers(updates, spec, dtype)
+    else:
+      chunk_stats = range_stats(updates, w, max_weight)
+      stats = RangeStats(*(lax.dynamic_update_slice(full, part, (start,))
+                           for full, part in zip(stats, chunk_stats)))
+      x = encode(scale(updates, w, max_weight), spec, dtype)
   row_seeds = lax.dynamic_slice(seeds, (start, _I0, _I0), (chunk,) + seeds.shape[1:])
   counter = prg_lib.element_counter(num_elements)
   zero = dtype(0)
@@ -337,14 +348,15 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
   return acc, stats, estimate
 
 
-_STATIC = ('mode', 'spec', 'num_servers', 'prg', 'chunk', 'num_clients', 'coalition', 'phase')
+_STATIC = ('mode', 'spec', 'num_servers', 'prg', 'chunk', 'num_clients', 'coalition', 'phase',
+           'encoded')
 PHASES = ('all', 'dealer', 'online', 'retract')
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, donate_argnums=(0, 1))
 def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *,
                mode, spec, num_servers, prg, chunk, num_clients, coalition=None,
-               phase='all'):
+               phase='all', encoded=False):
   """Chunk n of the clients, added to the accumulators (one fused program).
 
   privateyes runs in two phases, so that the data-independent DEALER work (the
@@ -379,6 +391,9 @@ def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *
       i's value share of x_c) + ε_c when server 0 is not in the coalition
       (privateyes), i.e. ε_c + Σ_{i ∈ T} r_ci; semi-honest Σ_{i ∈ T} s_ci. Zero
       for clients that did not submit; reduced mod 2^(k+s) (privateyes) or 2^k.
+    encoded: ``block`` holds int64 values already in the ring's units, input with
+      a zero weight column and no range statistics: the servers' own DP noise,
+      input exactly as a client's update (docs/MPC.md §5b).
 
   Returns:
     (acc, stats, estimate or None).
@@ -387,7 +402,7 @@ def accumulate(acc, stats, block, block_offset, weights, seeds, max_weight, n, *
     raise ValueError(f'phase={phase!r}: must be one of {PHASES} ("all" for {mode}).')
   return _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight,
                 mode=mode, spec=spec, num_servers=num_servers, prg=prg, chunk=chunk,
-                num_clients=num_clients, coalition=coalition, phase=phase)
+                num_clients=num_clients, coalition=coalition, phase=phase, encoded=encoded)
 
 
 @functools.partial(jax.jit, static_argnames=('spec', 'num_servers'))
@@ -508,6 +523,13 @@ def weighted_mean(opened, max_weight, spec):
   mean = jnp.where(weight_sum > 0, sums[:-1] / jnp.where(weight_sum > 0,
                                                          weight_sum, 1.0), 0.0)
   return mean.astype(jnp.float32), (weight_sum * max_weight).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=('spec',))
+def fixed_denominator_mean(opened, denominator, *, spec):
+  """DP's mean: the opened (noisy) sums of Δ over the public q·N, float32 ``[P]``."""
+  sums = ring.decode(opened, spec, dtype=jnp.float64)
+  return (sums[:-1] / denominator).astype(jnp.float32)
 
 
 def _opened_result(opened, shares, macs, max_weight, spec):

@@ -21,6 +21,7 @@ from privateyes_jax.mpc import coin as coin_lib
 from privateyes_jax.mpc import consistency
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import security_suite
+from privateyes_jax.privacy import dp as dp_lib
 
 SPEC = ring.RingSpec()
 MAX_WEIGHT = 16.0
@@ -184,17 +185,23 @@ def test_a_client_writing_its_own_out_of_range_weight_is_refused():
   assert not result.ok and result.failure.startswith(aggregator_lib.OUTPUT_OUT_OF_RANGE)
 
 
-def _doc_view_fields():
+def _doc_view_fields(dp=False):
+  """The table's fields; rows marked "DP runs only" only when ``dp``."""
   text = open(DOCS).read()
   table = text.split('<!-- view-fields -->')[1].split('<!-- /view-fields -->')[0]
-  return {m.group(1) for m in re.finditer(r'^\| `([^`]+)`', table, re.M)}
+  return {m.group(1) for m in re.finditer(r'^\| `([^`]+)`.*$', table, re.M)
+          if dp or 'DP runs only' not in m.group(0)}
 
 
-def test_a_recorded_view_holds_exactly_the_fields_of_the_docs_table(tmp_path):
+@pytest.mark.parametrize('dp', [False, True])
+def test_a_recorded_view_holds_exactly_the_fields_of_the_docs_table(tmp_path, dp):
   """Kills: a view with anything beyond the coalition's messages (e.g. the weights w_c,
   an honest server's α_i)."""
   updates, weights = _inputs()
-  agg = _make(coalition=(0, 2), record_view=True, server_rng=np.random.default_rng(0))
+  settings = dp_lib.DPSettings(clip_norm=1.0, noise_multiplier=1.0, delta=1e-5,
+                               accountant='rdp', sampling_rate=1.0, num_clients=3, rounds=1)
+  agg = _make(coalition=(0, 2), record_view=True, server_rng=np.random.default_rng(0),
+              min_clients=3, dp=settings if dp else None)
   state = agg.init(jax.random.key(1))
   _, result = agg.apply(state, updates, weights, jax.random.key(2), 0)
   config = ml_collections.ConfigDict({'aggregator': {'name': 'privateyes'}, 'seed': 0})
@@ -202,7 +209,7 @@ def test_a_recorded_view_holds_exactly_the_fields_of_the_docs_table(tmp_path):
   engine._record_view(workdir, 0, config, ['a', 'b', 'c'], np.arange(3),  # pylint: disable=protected-access
                       {'w': jnp.zeros(2)}, {'w': jnp.ones(2)}, weights, result.view)
   recorded = np.load(os.path.join(tmp_path, 'views', 'round_00001.npz'))
-  assert set(recorded.files) == _doc_view_fields()
+  assert set(recorded.files) == _doc_view_fields(dp)
   assert 'weights' not in recorded.files
   assert recorded['view/mac_key_shares'].shape == (2,)  # The coalition's α_i only.
   with jax.enable_x64(True):
