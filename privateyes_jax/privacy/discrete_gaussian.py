@@ -43,9 +43,12 @@ O(1/σ²) shape error of a rounded Gaussian:
 * U (``jax.random.randint``, reduced from 128 random bits) and the sign bit are integers
   with a bias of at most t/2^128 and none, respectively.
 
-For every output with non-negligible mass (|y| ≤ 10σ, E ≤ 50) these are relative errors
-of at most about 2^-45 in its probability; summed over all outputs, the total variation
-distance from N_Z(0, σ²) is below about 10^-13 for every supported σ.
+So each computed probability is off by a relative error of about 2^-52·(1 + V + E) and an
+absolute error of about 2^-53 per comparison. The absolute part matters only where the
+exact probability is itself tiny: for outputs within ±4σ (over 0.9999 of the mass;
+e^V, e^E ≤ ~500 there) the relative error of P(y) stays below about 10^-12, and summed
+over all outputs the total variation distance from N_Z(0, σ²) is below about 10^-13 for
+every supported σ.
 
 Range. ``sample`` returns int64 and therefore needs ``jax.enable_x64(True)`` like the
 ring code (see ``privateyes_jax/mpc/ring.py``); σ is capped at 2^40 so that every
