@@ -1,0 +1,1 @@
+"""Tests of privateyes_jax.privacy."""
