@@ -35,7 +35,7 @@ setuptools.setup(
         'tensorboardX>=2.6',  # TensorBoard event files beside metrics.jsonl (no TensorFlow).
         # Client-level (ε, δ) accounting of the noisy aggregate (privacy/accounting.py). Its own
         # pins (attrs<24, dm-tree~=0.1.8, scipy~=1.7, numpy<3) admit Python 3.12 hosts.
-        'dp-accounting>=0.4.4',
+        'dp-accounting>=0.6.0',
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-xdist>=3.5', 'chex>=0.1.87', 'hypothesis>=6.100'],
