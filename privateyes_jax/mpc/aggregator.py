@@ -711,6 +711,10 @@ class SecureAggregator:
     """Each server's discrete Gaussian std in the ring's units (0 without DP)."""
     return dp_lib.mpc_noise_std(self.dp, num_params, self.spec.f) if self.dp else 0.0
 
+  @property
+  def adds_noise(self) -> bool:
+    return self.dp is not None and self.dp.noise_multiplier > 0
+
   def server_noise(self, key: jax.Array, num_params: int) -> np.ndarray:
     """Every server's own noise of this round, int64 ``[S, P]`` in units of 2^-f.
 
@@ -738,6 +742,8 @@ class SecureAggregator:
     The discrete Gaussian is sub-Gaussian with parameter σ (Canonne, Kamath,
     Steinke 2020), so P(|N| ≥ t) ≤ 2·exp(−t²/2σ²), union-bounded over S·P draws.
     """
+    if not self.adds_noise:
+      return
     sigma = self.noise_std(num_params)
     bound = self._noise_bound(num_clients + self.num_servers)
     tail = 2.0 * self.num_servers * num_params * np.exp(-bound**2 / (2 * sigma**2))
@@ -819,7 +825,7 @@ class SecureAggregator:
     refused = self._cohort_too_small(num_submitted, round_idx, num_params)
     if refused is not None:
       return state, refused
-    if self.dp is not None:
+    if self.adds_noise:
       self.check_noise_headroom(num_clients, num_params)
     chunk = self.chunk_size(num_clients, num_params)
     num_chunks = -(-num_clients // chunk)
@@ -875,7 +881,7 @@ class SecureAggregator:
         acc = fused.combine_phases(dealer_acc, acc, retract_acc, spec=self.spec,
                                    num_servers=self.num_servers)
       num_terms = max(num_clients, 1)
-      if self.dp is not None:
+      if self.adds_noise:
         # DP: every server's own noise joins the sum before anything is opened.
         acc, noise = self._input_server_noise(acc, key, state, num_params, static,
                                               max_weight)

@@ -63,6 +63,8 @@ class DPSettings:
   Attributes:
     clip_norm: C, the L2 bound of one client's update.
     noise_multiplier: z; the honest server's (or the central server's) noise std is z·C.
+      0: the same clipping, sampling and denominator without noise (ε = ∞), the
+      curve's no-privacy point.
     delta: δ of the reported (ε, δ).
     accountant: one of ``accounting.ACCOUNTANTS``.
     sampling_rate: q, each client's chance to join a round.
@@ -121,9 +123,10 @@ class DPSettings:
       z = accounting.calibrate_noise_multiplier(target, q, rounds, delta, name)
     else:
       z = float(dp_config.get('noise_multiplier', 1.0))
-      if not (math.isfinite(z) and z > 0):
-        raise ValueError(f'aggregator.dp.noise_multiplier={z} must be a finite number > 0 '
-                         '(or set aggregator.dp.target_epsilon).')
+      if not (math.isfinite(z) and z >= 0):
+        raise ValueError(f'aggregator.dp.noise_multiplier={z} must be a finite number >= 0 '
+                         '(0: clipping and sampling without noise, ε = ∞; or set '
+                         'aggregator.dp.target_epsilon).')
     return cls(clip_norm=clip, noise_multiplier=float(z), delta=delta, accountant=name,
                sampling_rate=q, num_clients=num_clients, rounds=rounds,
                target_epsilon=target)
