@@ -106,6 +106,8 @@ def test_unsupported_and_invalid_runs_are_refused_before_any_file(tmp_path):
   directory = str(tmp_path / 'refused')
   with pytest.raises(spec.SweepSpecError, match=r'record_views.*experiments.train'):
     sweep.run_sweep(sweep_config(record_views='last'), directory)
+  with pytest.raises(spec.SweepSpecError, match=r'aggregator.dp.enabled.*experiments.train'):
+    sweep.run_sweep(sweep_config(**{'aggregator.dp.enabled': True}), directory)
   with pytest.raises(spec.SweepSpecError, match=r'learning_rate=-0.1.*must be > 0'):
     sweep.run_sweep(sweep_config('optimizer.learning_rate=0.1,-0.1'), directory)
   assert not os.path.exists(directory)

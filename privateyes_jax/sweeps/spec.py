@@ -282,6 +282,9 @@ def check_supported(run: Run) -> None:
   if c.get('record_views', ''):
     problems.append('record_views (sweeps record no views for the attack; train the chosen '
                     'config with experiments.train and record_views)')
+  if c.aggregator.get('dp', {}).get('enabled', False):
+    problems.append('aggregator.dp.enabled (a sweep group has no Poisson sampling, clipping '
+                    'or accountant; train DP runs with experiments.train)')
   if c.optimizer.get('schedule', 'constant') != 'constant':
     problems.append(f'optimizer.schedule={c.optimizer.schedule!r} (federated clients restart '
                     'their optimizer every round; decay fl.server_schedule instead)')
