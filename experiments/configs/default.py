@@ -101,6 +101,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.fl.client_store = 'auto'
   c.fl.client_store_budget_mib = 0  # Budget of the padded store; 0: 1/4 of device memory.
   c.fl.unroll = True  # Unroll local steps (XLA:CPU runs conv loops ~10x slower).
+  # Malicious clients (issue #15's poisoning experiment): these clients (indices in the
+  # federation's order) send a crafted update instead of their honest one: 'boost' (their
+  # own update times factor, as in model replacement) or 'sign_flip' (times -factor).
+  c.fl.malicious = ml_collections.ConfigDict()
+  c.fl.malicious.kind = 'none'  # none | boost | sign_flip
+  c.fl.malicious.clients = ()
+  c.fl.malicious.factor = 10.0
   c.fl.eval_every = 1  # Rounds between evaluations.
   c.fl.checkpoint_every = 1  # Rounds between checkpoints.
 
@@ -131,6 +138,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # rate q = (clients per round) / (clients); every server adds its own discrete Gaussian
   # noise of std noise_multiplier * clip_norm inside the MPC (plain FL: the server adds a
   # continuous Gaussian of the same std, central DP); the mean divides by q * clients.
+  # > 0: the server excludes, by name, every client whose update has L2 norm above this
+  # bound (plain FL, where the server sees the updates; the in-MPC check for PrivatEyes
+  # is designed in docs/VALIDITY_DESIGN.md and not built yet).
+  c.aggregator.norm_bound = 0.0
   c.aggregator.dp = ml_collections.ConfigDict()
   c.aggregator.dp.enabled = False
   c.aggregator.dp.clip_norm = 1.0  # C: L2 bound of one client's update Δ_c.

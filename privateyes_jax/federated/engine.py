@@ -36,6 +36,7 @@ from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.federated import aggregators as aggregators_lib
 from privateyes_jax.federated import client_data
 from privateyes_jax.federated import executors as executors_lib
+from privateyes_jax.federated import malicious as malicious_lib
 from privateyes_jax.federated import server as server_lib
 from privateyes_jax.privacy import dp as dp_lib
 from privateyes_jax.workdir import Workdir
@@ -117,6 +118,12 @@ def method_label(config) -> str:
     level = (f'eps={dp.target_epsilon:g}' if dp.get('target_epsilon', 0) else
              f'z={dp.noise_multiplier:g}')
     label += f'+dp({level})'
+  attackers = config.fl.get('malicious')
+  if attackers is not None and attackers.get('kind', 'none') != 'none':
+    label += (f'+{attackers.kind}x{attackers.get("factor", 10.0):g}'
+              f'({len(attackers.get("clients", ()))})')
+  if config.aggregator.get('norm_bound', 0.0):
+    label += '+normcheck'
   return label
 
 
@@ -159,6 +166,14 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       config.aggregator.get('dp'), num_clients=num_clients, clients_per_round=k,
       rounds=fl.rounds)
   aggregator = None if local_only else build_aggregator(config, k, num_params, dp)
+  attackers = malicious_lib.MaliciousClients.from_config(fl.get('malicious'), num_clients)
+  norm_bound = float(config.aggregator.get('norm_bound', 0.0) or 0.0)
+  if norm_bound < 0 or not np.isfinite(norm_bound):
+    raise ValueError(f'aggregator.norm_bound={norm_bound} must be >= 0 (0: no check).')
+  if norm_bound and aggregator is not None and aggregator.name != 'mean':
+    raise ValueError(f'aggregator.norm_bound with {aggregator.name}: the in-MPC validity check '
+                     'is designed (docs/VALIDITY_DESIGN.md) but not built yet; only plain FL '
+                     '(aggregator.name=mean) checks norms, in the clear.')
   max_weight = fl.local_steps * config.batch_size
   ledger = dp_lib.Ledger(dp, config.seed) if dp else None
   dp_slots = dp_lib.capacity(num_clients, dp.sampling_rate) if dp else 0
@@ -252,8 +267,24 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       if dp:  # Client side: clip; every sampled client weighs the same (privacy/dp.py).
         updates = dp_lib.clip_updates(updates, dp.clip_norm)[0]
         weights = dp_lib.round_weights(sampled_clients(r)[1], max_weight)
+      if attackers:  # They send what they like, unclipped.
+        updates = attackers.apply(updates, client_ids)
+      excluded = []
+      norms = (np.asarray(malicious_lib.update_norms(updates))[np.asarray(weights) > 0]
+               if aggregator.name == 'mean' else np.zeros(0))
+      if norms.size:  # What a norm bound is chosen from (only plain FL's server sees them).
+        stats.update({'update_norm/median': float(np.median(norms)),
+                      'update_norm/max': float(norms.max())})
+      if norm_bound:  # Plain FL: the server sees every update.
+        weights, rows = malicious_lib.exclude_above(updates, weights, norm_bound)
+        excluded = [store.names[client_ids[i]] for i in rows]
+        if excluded:
+          logging.info('Round %d: excluded %s (update norm above %g).', r + 1,
+                       ', '.join(excluded), norm_bound)
+      unchecked = ({'unchecked': np.isin(client_ids, attackers.clients)}
+                   if attackers and aggregator.name != 'mean' else {})
       agg_state, result = aggregator.apply(state['aggregator_state'], updates,
-                                           weights, agg_key, r, record_view=record)
+                                           weights, agg_key, r, record_view=record, **unchecked)
       skipped = (dp is not None and not result.ok
                  and result.failure.startswith(mpc_cohort_too_small()))
       if skipped:
@@ -273,7 +304,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
                      local.weights, result.view)
       state.update(params=new_params, server_opt_state=new_opt_state,
                    aggregator_state=agg_state)
-      stats = dict(result.stats)
+      stats.update(result.stats)
       upload_bytes = stats.get('mpc/client_upload_bytes', upload_bytes)
     w = np.asarray(local.weights) * (sampled_clients(r)[1] if dp else 1.0)
     train_loss = float(np.sum(np.asarray(local.losses) * w) / max(w.sum(), 1.0))
@@ -290,6 +321,8 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
            'seconds': elapsed, **stats, **(ledger.row(done) if ledger else {})}
     if dp:
       row['dp/skipped'] = int(skipped)
+    if norm_bound and not local_only:
+      row['excluded_clients'] = excluded
     if 'mpc/preprocessing_s' in stats:
       # What a deployment waits for: its dealer (offline phase) runs before the round.
       row['mpc/online_round_seconds'] = row['round_seconds'] - stats['mpc/preprocessing_s']

@@ -786,7 +786,8 @@ class SecureAggregator:
 
   def apply(self, state: SecureAggregatorState, updates: jax.Array | np.ndarray,
             weights: jax.Array, key: jax.Array, round_idx: int, *,
-            record_view: bool = True) -> tuple[SecureAggregatorState, AggregateResult]:
+            record_view: bool = True, unchecked: np.ndarray | None = None
+            ) -> tuple[SecureAggregatorState, AggregateResult]:
     """One aggregation round: Σ w_c Δ_c / Σ w_c via MPC (see the module docstring).
 
     Args:
@@ -798,6 +799,9 @@ class SecureAggregator:
       key: this round's key (fold of the root seed); everything random in the
         round derives from it, so a resumed run repeats the round exactly.
       round_idx: the round number (clients tag their inputs with it).
+      unchecked: bool ``[clients]``, simulation of malicious clients: these skip the
+        client-side range check (§2), so whatever they send enters the ring as is,
+        wrapping mod 2^k; the honest clients' checks still refuse the round.
       record_view: False skips the coalition's view in a round nobody records
         (it costs a regeneration of every share and a [C, E] copy to the host).
 
@@ -886,6 +890,10 @@ class SecureAggregator:
         acc, noise = self._input_server_noise(acc, key, state, num_params, static,
                                               max_weight)
         num_terms = num_clients + self.num_servers
+      if unchecked is not None:  # Malicious clients run no client-side check.
+        skip = jnp.asarray(np.asarray(unchecked, bool))
+        stats = fused.RangeStats(jnp.where(skip, 0.0, stats.max_abs),
+                                 jnp.where(skip, True, stats.finite))
       # Nothing is opened before every scaled value is known to be in range.
       fused.host_range_check(
           stats, lambda c: scale_individual_updates(

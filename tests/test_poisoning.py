@@ -1,0 +1,27 @@
+"""The poisoning experiment's wiring at tiny scale (experiments/poisoning.py)."""
+
+import json
+import os
+
+from experiments import poisoning
+from experiments.configs import poisoning as poisoning_configs
+
+
+def test_poisoning_table_excludes_the_boosted_client_and_marks_the_missing_mpc_check(tmp_path):
+  config = poisoning_configs.get_config('tiny')
+  out = poisoning.run_poisoning(config, str(tmp_path))
+  rows = {r['run']: r for r in out['rows']}
+  assert rows['fedavg_boost_normcheck']['excluded_clients'] == ['p00']
+  assert rows['fedavg_boost']['excluded_clients'] == []
+  assert rows['fedavg_clean_normcheck']['excluded_clients'] == []  # Honest: never excluded.
+  run = os.path.join(tmp_path, 'fedavg_boost_normcheck')
+  with open(os.path.join(run, 'metrics.jsonl')) as f:
+    metrics = [json.loads(line) for line in f if '"round"' in line]
+  assert all(m['excluded_clients'] == ['p00'] for m in metrics)  # Every round, by name.
+  with open(os.path.join(run, 'summary.json')) as f:
+    assert json.load(f)['method'].endswith('+boostx50(1)+normcheck')
+  assert rows['privateyes_boost_normcheck']['check'] == poisoning.MPC_CHECK_MISSING
+  assert out['norm_bound'] == config.bound_margin * out['shadow_honest_max_norm']
+  with open(os.path.join(tmp_path, 'poisoning.json')) as f:
+    assert json.load(f)['rows'][0]['run'] == 'fedavg_clean'
+  assert 'fedavg_boost_normcheck' in poisoning.format_table(out)
