@@ -11,6 +11,8 @@ For every client count C and parameter count P it times, after a warm-up call
 * ``semi``: ``SecureAggregator(mode='privateyes_semi_honest').apply``;
 * ``privateyes``: ``SecureAggregator(mode='privateyes').apply`` (SPDZ2k with
   the MAC check, including the simulated dealer),
+* ``privateyes_dp`` (``--modes=...,privateyes_dp``): the same with client-level DP,
+  every server drawing and inputting its discrete Gaussian noise (docs/MPC.md §5b),
 
 and prints the secure/plain ratios, the aggregator's memory plan and XLA's memory
 analysis of the fused chunk program. ``--round`` adds whole training rounds:
@@ -32,8 +34,17 @@ import optax
 from privateyes_jax.federated import aggregators
 from privateyes_jax.mpc import aggregator as mpc_aggregator
 from privateyes_jax.mpc import fused
+from privateyes_jax.privacy import dp as dp_lib
 
-MODES = {'semi': 'privateyes_semi_honest', 'privateyes': 'privateyes'}
+MODES = {'semi': 'privateyes_semi_honest', 'privateyes': 'privateyes',
+         'privateyes_dp': 'privateyes'}
+
+
+def _dp_settings(name, num_clients):
+  if not name.endswith('_dp'):
+    return None
+  return dp_lib.DPSettings(clip_norm=1.0, noise_multiplier=1.0, delta=1e-5, accountant='rdp',
+                           sampling_rate=1.0, num_clients=num_clients, rounds=1)
 
 
 def _time(fn, repeats):
@@ -84,7 +95,7 @@ def bench_aggregation(args, num_clients, num_params, prg, client_chunk, max_weig
   for name in args.modes.split(','):
     agg = mpc_aggregator.SecureAggregator(
         mode=MODES[name], num_servers=args.servers, max_weight=max_weight,
-        client_chunk=client_chunk, prg=prg)
+        client_chunk=client_chunk, prg=prg, dp=_dp_settings(name, num_clients))
     state = agg.init(jax.random.key(1))
     round_key = jax.random.key(2)
 
@@ -102,6 +113,7 @@ def bench_aggregation(args, num_clients, num_params, prg, client_chunk, max_weig
       online.append(time.perf_counter() - start - result.stats['mpc/preprocessing_s'])
     rows[name + '_online'] = min(online)
     assert result.ok, result.failure
+    # DP's mean is the noisy sum over q·N: its error is the noise, not exactness.
     error = float(np.abs(np.asarray(result.mean_update) - reference).max())
     plan = agg.memory_plan(num_clients, num_params)
     temp = (_chunk_program_memory(agg, updates, weights)

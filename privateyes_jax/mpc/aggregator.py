@@ -690,6 +690,12 @@ class SecureAggregator:
     if self.mode == 'privateyes_semi_honest':
       stats['mpc/client_upload_bytes_uncompressed'] = float(costs.semi_honest_costs(
           self.spec, self.num_servers, num_submitted, num_elements).client_upload_bytes)
+    if self.adds_noise:
+      # DP (§5b): each server broadcasts its masked noise η_i (P values of Z_2^k) to
+      # the others; the dealer adds S input masks to its material.
+      stats['mpc/dp_noise_std'] = self.noise_std(num_params) / 2.0**self.spec.f
+      stats['mpc/dp_noise_broadcast_bytes'] = float(
+          self.num_servers * (self.num_servers - 1) * num_params * self.spec.value_bytes)
     stats.update({
         'mpc/num_submitted': float(num_submitted),
         'mpc/client_chunk': float(self.chunk_size(num_clients, num_params)),

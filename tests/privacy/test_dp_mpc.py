@@ -110,10 +110,12 @@ def test_noise_is_fixed_per_round_and_fresh_across_rounds():
   assert (a[0] != a[1]).mean() > 0.5  # Servers draw independently.
 
 
-def test_dp_mean_divides_the_noisy_sum_by_the_expected_cohort():
+@pytest.mark.parametrize('mode', aggregator_lib.MODES)
+def test_dp_mean_divides_the_noisy_sum_by_the_expected_cohort(mode):
   settings = dp_lib.DPSettings(clip_norm=1.0, noise_multiplier=1e-3, delta=1e-5,
                                accountant='rdp', sampling_rate=0.5, num_clients=8, rounds=1)
-  agg = aggregator_lib.SecureAggregator(max_weight=MAX_WEIGHT, dp=settings, min_clients=1)
+  agg = aggregator_lib.SecureAggregator(max_weight=MAX_WEIGHT, dp=settings, min_clients=1,
+                                        mode=mode)
   updates = np.zeros((8, 16), np.float32)
   updates[:, 3] = 0.25
   weights = np.where(np.arange(8) < 3, MAX_WEIGHT, 0.0).astype(np.float32)  # 3 of 8 sampled.
@@ -122,6 +124,8 @@ def test_dp_mean_divides_the_noisy_sum_by_the_expected_cohort():
   # (3 · 0.25 + noise of std 1e-3 · 3) / (q·N = 4).
   assert float(result.mean_update[3]) == pytest.approx(0.75 / 4, abs=1e-2)
   assert float(result.total_weight) == pytest.approx(3 * MAX_WEIGHT)
+  assert result.stats['mpc/dp_noise_broadcast_bytes'] == 3 * 2 * 16 * 4
+  assert np.std(np.asarray(result.mean_update)[4:]) > 0  # The noise is there.
 
 
 def test_central_dp_baseline_adds_gaussian_noise_of_std_z_c():
