@@ -12,7 +12,8 @@ The norm bound is chosen on a clean run of shadow people (another identity seed)
 ``bound_margin`` times the largest honest update norm there. PrivatEyes with the bound
 needs the in-MPC validity check, designed in docs/VALIDITY_DESIGN.md and not built yet:
 its row says so. Finished runs are reused; ``poisoning.json`` and the table are written
-to ``--workdir``. The report (``experiments.report --runs=<workdir>``) lists every run.
+to ``--workdir``. The report (``experiments.report --workdir=<workdir>``) lists every run
+and the table.
 """
 
 import json
