@@ -113,7 +113,8 @@ def _uniform_53(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 def _propose(key: jax.Array, sigma: float, shape: tuple[int, ...]):
   """One try of CKS20 Algorithm 3 for every element: (candidate, accepted) arrays."""
-  t = math.floor(sigma) + 1
+  # σ is traced (one program for every σ of a shape); t = floor(σ) + 1 exactly in int64.
+  t = (jnp.floor(sigma) + 1).astype(jnp.int64)
   k_u, k_d, k_v, k_s, k_c = jax.random.split(key, 5)
   # Step 1a: U uniform on {0..t-1}, kept with probability exp(-U/t).
   u = jax.random.randint(k_u, shape, 0, t, dtype=jnp.int64)
@@ -131,9 +132,33 @@ def _propose(key: jax.Array, sigma: float, shape: tuple[int, ...]):
   return jnp.where(negative, -x, x), keep_u & keep_sign & keep_gauss
 
 
-@functools.partial(jax.jit, static_argnames=('sigma', 'shape'))
-def _sample(key: jax.Array, sigma: float, shape: tuple[int, ...]) -> jax.Array:
-  """Rejection loop: retries only the unaccepted elements until all are accepted."""
+# Staged rejection (speed only; the output distribution is the rejection sampler's):
+# every pending element gets TRIES independent proposals per stage and keeps its first
+# accepted one; the elements with none are compacted into a smaller buffer for the next
+# stage. One proposal is accepted with probability at least 0.35 (0.35 at σ = 0.5, 0.48
+# for σ ≥ 4, measured), so at most 0.65^4 = 18% of a stage's elements go on, and the
+# work is about 6 proposals per element instead of one pass over every element per
+# round of a plain loop (~27 passes for 10^6 elements). A buffer too small for a stage's
+# failures (a chance event) leaves the rest to a final loop over every element that is
+# still pending: slower, never different. Two stages before the loop keep the compiled
+# program small (each stage is inlined: compile time grows with their number).
+TRIES = 4
+_STAGES = 2
+_NEXT_FRACTION = 0.22
+_NEXT_MARGIN = 256
+_LAST_STAGE = 2048
+
+
+def _first_accepted(key, sigma, size):
+  """TRIES proposals for each of ``size`` elements: (first accepted value, any accepted)."""
+  candidates, accepted = _propose(key, sigma, (TRIES, size))
+  first = jnp.argmax(accepted, axis=0)
+  value = jnp.take_along_axis(candidates, first[None], axis=0)[0]
+  return value, jnp.any(accepted, axis=0)
+
+
+def _loop(key, sigma, out, done):
+  """Plain rejection loop over ``out``'s elements that are not ``done``."""
 
   def unfinished(state):
     return ~jnp.all(state[2])
@@ -141,12 +166,47 @@ def _sample(key: jax.Array, sigma: float, shape: tuple[int, ...]) -> jax.Array:
   def attempt(state):
     key, out, done = state
     key, sub = jax.random.split(key)
-    candidate, accepted = _propose(sub, sigma, shape)
+    candidate, accepted = _propose(sub, sigma, out.shape)
     out = jnp.where(done, out, candidate)
     return key, out, done | accepted
 
-  state = (key, jnp.zeros(shape, jnp.int64), jnp.zeros(shape, bool))
-  return jax.lax.while_loop(unfinished, attempt, state)[1]
+  return jax.lax.while_loop(unfinished, attempt, (key, out, done))[1:]
+
+
+@functools.partial(jax.jit, static_argnames=('shape',))
+def _sample(key: jax.Array, sigma: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Staged rejection over the flattened elements, then a loop for any leftovers."""
+  n = math.prod(shape)
+  out = jnp.zeros((n,), jnp.int64)
+  done = jnp.zeros((n,), bool)
+  pending = jnp.arange(n, dtype=jnp.int32)  # Positions of this stage's buffer.
+  valid = jnp.ones((n,), bool)  # Buffer entries that hold a pending element.
+  size = n
+  for _ in range(_STAGES):
+    if size <= _LAST_STAGE:
+      break
+    key, sub = jax.random.split(key)
+    value, ok = _first_accepted(sub, sigma, size)
+    write = ok & valid
+    target = jnp.where(write, pending, n)  # n: out of bounds, dropped.
+    out = out.at[target].set(value, mode='drop')
+    done = done.at[target].set(True, mode='drop')
+    failed = valid & ~ok
+    size_next = min(size, math.ceil(size * _NEXT_FRACTION) + _NEXT_MARGIN)
+    (index,) = jnp.nonzero(failed, size=size_next, fill_value=0)
+    valid = jnp.arange(size_next) < jnp.sum(failed)
+    pending = pending[index]
+    size = size_next
+  # Last stage: a loop over the remaining buffer, written back where valid.
+  key, sub, rest = jax.random.split(key, 3)
+  values, _ = _loop(sub, sigma, jnp.zeros((size,), jnp.int64), ~valid)
+  target = jnp.where(valid, pending, n)
+  out = out.at[target].set(values, mode='drop')
+  done = done.at[target].set(True, mode='drop')
+  # Whatever a full buffer left behind (rare): the plain loop, which is a no-op when
+  # every element is done.
+  out, _ = _loop(rest, sigma, out, done)
+  return out.reshape(shape)
 
 
 def sample(key: jax.Array, sigma: float, shape: Sequence[int] | int = ()) -> jax.Array:
@@ -154,7 +214,7 @@ def sample(key: jax.Array, sigma: float, shape: Sequence[int] | int = ()) -> jax
 
   Args:
     key: a JAX PRNG key.
-    sigma: the scale σ, a static Python number in (0, 2^40]; each distinct σ compiles once.
+    sigma: the scale σ, a Python number in (0, 2^40]; each distinct shape compiles once.
     shape: output shape.
 
   Returns:
@@ -168,7 +228,7 @@ def sample(key: jax.Array, sigma: float, shape: Sequence[int] | int = ()) -> jax
   sigma = _check_sigma(sigma)
   _require_x64()
   shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
-  return _sample(key, sigma, shape)
+  return _sample(key, jnp.float64(sigma), shape)
 
 
 def tail_radius(sigma: float) -> int:
