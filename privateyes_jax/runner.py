@@ -51,6 +51,14 @@ def validate(config) -> None:
                        'learning rate with fl.server_schedule instead.')
     if config.get('record_views', '') not in ('', 'last', 'all'):
       raise ValueError(f'record_views must be "", "last" or "all", got {config.record_views!r}.')
+  if config.method != 'federated':
+    dp = config.get('aggregator', {}).get('dp', {})
+    attackers = config.get('fl', {}).get('malicious', {})
+    if dp.get('enabled', False):
+      raise ValueError(f'aggregator.dp.enabled applies to federated runs, not method='
+                       f'{config.method!r}: its privacy would be silently absent.')
+    if attackers.get('kind', 'none') != 'none':
+      raise ValueError(f'fl.malicious applies to federated runs, not method={config.method!r}.')
   label_scaling_lib.validate(config.data)
   if config.data.get('num_val_people', 0) < 0:
     raise ValueError(f'config.data.num_val_people must be >= 0, got {config.data.num_val_people}.')

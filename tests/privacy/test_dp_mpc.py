@@ -177,6 +177,13 @@ def test_bad_dp_config_is_one_line_error(field, value, message):
   assert '\n' not in str(info.value)
 
 
+@pytest.mark.parametrize('method', ['local', 'centralized'])
+def test_dp_outside_federated_runs_is_refused(method):
+  config = fl_config(**{'aggregator.dp.enabled': True, 'method': method})
+  with pytest.raises(ValueError, match='silently absent'):
+    runner.validate(config)
+
+
 def _dp_run(tmp_path, name, **overrides):
   config = fl_config(**{'aggregator.dp.enabled': True, 'aggregator.dp.noise_multiplier': 0.8,
                         'aggregator.dp.clip_norm': 0.5, 'record_views': 'last', **overrides})
