@@ -67,7 +67,8 @@ def run_poisoning(config, root: str, overwrite: bool = False) -> dict:
   """Trains every run of the experiment under ``root``; returns the table as a dict."""
   base = config.base
   shadow = _variant(base, data_seed=config.shadow_data_seed)
-  shadow_dir = os.path.join(root, 'shadow_clean')
+  # A hidden directory: the report skips it (its people are not the reported ones).
+  shadow_dir = os.path.join(root, '.shadow_clean')
   _train(shadow, shadow_dir, overwrite)
   honest_max = max(r['update_norm/max'] for r in _metrics(shadow_dir))
   bound = config.bound_margin * honest_max
