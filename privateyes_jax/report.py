@@ -342,6 +342,40 @@ def dp_section(groups: dict[str, list[Run]], fig_dir: str) -> str:
   return '\n'.join(out)
 
 
+POISONING_FILE = 'poisoning.json'
+
+
+def find_files(paths: Sequence[str], name: str) -> list[str]:
+  """Every file called ``name`` under ``paths`` (not inside hidden directories)."""
+  found = []
+  for p in paths:
+    for directory, subdirs, files in os.walk(p):
+      subdirs[:] = sorted(d for d in subdirs if not d.startswith('.'))
+      if name in files:
+        found.append(os.path.join(directory, name))
+  return found
+
+
+def poisoning_section(paths: Sequence[str]) -> str:
+  """The poisoning table (experiments/poisoning.py) of every ``poisoning.json`` found."""
+  out = []
+  for path in find_files(paths, POISONING_FILE):
+    p = _read_json(path)
+    rows = [[r['run'], r['attack'], r['check'],
+             'failed' if r.get('failed') else _fmt(r.get('test_error')),
+             ', '.join(r.get('excluded_clients', [])) or '–'] for r in p['rows']]
+    mean_pred = next((r['mean_predictor_error'] for r in p['rows']
+                      if r.get('mean_predictor_error')), None)
+    out += ['## Poisoning', '',
+            f'`{os.path.dirname(path)}`: clients {p["attackers"]} send their own update times '
+            f'{p["factor"]:g} (boost) or times −{p["factor"]:g} (sign_flip), {p["rounds"]} '
+            f'rounds. Norm bound {p["norm_bound"]:.4g}, chosen on shadow people (identity seed '
+            f'{p["shadow_data_seed"]}); mean predictor {_fmt(mean_pred)}.', '',
+            _table(['run', 'attack', 'check', 'held-out error', 'excluded'], rows), '']
+    out += [f'- {r["run"]} failed: {r["failed"]}' for r in p['rows'] if r.get('failed')]
+  return '\n'.join(out)
+
+
 def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -419,6 +453,9 @@ def build_report(paths: Sequence[str], out_dir: str) -> str:
     dp_part = dp_section(groups, fig_dir)
     if dp_part:
       parts += [dp_part, '']
+  poisoning = poisoning_section(paths)
+  if poisoning:
+    parts += [poisoning, '']
   parts.append(privacy_section(attacks, attack_figures))
   path = os.path.join(out_dir, REPORT_FILE)
   workdir_lib.atomic_write_text(path, '\n'.join(parts) + '\n')

@@ -80,3 +80,29 @@ def test_unfinished_run_is_listed_not_tabulated(demo_like, tmp_path):
   assert 'Unfinished runs' in text and str(running) in text
   # The finished run only: its line in the runs list and its accuracy row.
   assert sum(line.startswith('| centralized |') for line in text.splitlines()) == 2
+
+
+def test_poisoning_table_and_hidden_shadow_runs(demo_like, tmp_path):
+  """poisoning.json becomes a table; a hidden directory (the shadow run of other people)
+  is not reported, so it cannot make the runs incomparable."""
+  root = tmp_path / 'poisoning'
+  shutil.copytree(demo_like / 'centralized', root / 'centralized')
+  shadow = root / '.shadow_clean'
+  shutil.copytree(demo_like / 'centralized', shadow)
+  summary = json.loads((shadow / 'summary.json').read_text())
+  summary['test_people'] = ['someone_else']
+  (shadow / 'summary.json').write_text(json.dumps(summary))
+  table = {'attackers': [0, 1], 'factor': 15.0, 'rounds': 30, 'norm_bound': 0.25,
+           'shadow_data_seed': 1000, 'shadow_honest_max_norm': 0.17,
+           'rows': [{'run': 'fedavg_boost', 'attack': 'boost', 'check': 'none',
+                     'test_error': 9.5, 'mean_predictor_error': 11.7, 'excluded_clients': []},
+                    {'run': 'fedavg_boost_normcheck', 'attack': 'boost', 'check': 'norm bound',
+                     'test_error': 4.5, 'excluded_clients': ['p00', 'p01']},
+                    {'run': 'privateyes_boost', 'attack': 'boost', 'check': 'none',
+                     'test_error': None, 'failed': 'ring overflow', 'excluded_clients': []}]}
+  (root / 'poisoning.json').write_text(json.dumps(table))
+  text = open(report.build_report([str(root)], str(tmp_path / 'r'))).read()
+  assert '## Poisoning' in text
+  assert '| fedavg_boost_normcheck | boost | norm bound | 4.50 | p00, p01 |' in text
+  assert '| privateyes_boost | boost | none | failed | – |' in text
+  assert 'someone_else' not in text
