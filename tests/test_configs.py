@@ -15,9 +15,10 @@ MODULES = sorted(os.path.splitext(os.path.basename(p))[0]
 
 
 # attack.py and tune_attack.py configure DualView, not a training run (tested below and in
-# tests/attacks).
+# tests/attacks); poisoning.py holds an experiment's training config as its ``base``.
 @pytest.mark.parametrize('name', [m for m in MODULES
-                                  if m not in ('paper', 'demo', 'attack', 'tune_attack')])
+                                  if m not in ('paper', 'demo', 'attack', 'tune_attack',
+                                               'poisoning', 'dp_curve')])
 def test_config_validates(name):
   config = importlib.import_module(f'experiments.configs.{name}').get_config()
   runner.validate(config)
@@ -58,3 +59,13 @@ def test_attack_configs():
   assert attack.get_config().attack.steps == attack.get_config('demo').attack.steps
   with pytest.raises(ValueError, match='Unknown attack preset'):
     attack.get_config('huge')
+
+
+def test_poisoning_configs():
+  from experiments.configs import poisoning  # pylint: disable=g-import-not-at-top
+  for preset in ('demo', 'tiny'):
+    config = poisoning.get_config(preset)
+    runner.validate(config.base)
+    assert config.base.fl.rounds == config.rounds
+  with pytest.raises(ValueError, match='Unknown poisoning preset'):
+    poisoning.get_config('full')
