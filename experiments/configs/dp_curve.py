@@ -93,6 +93,9 @@ def attack_config(preset: str, num_people: int) -> ml_collections.ConfigDict:
   if preset == 'cpu':
     c.attack_seeds = 1
     c.max_people = 6  # Of the last round's ~16 sampled clients.
+    # 32 samples a person: 300 steps left the evaluation classifier at 0.69 held-out
+    # accuracy on these 6 people, below the 0.8 the pipeline requires to report.
+    c.classifier_steps = 1000
   elif preset == 'full':
     c.max_people = 20
     c.min_federations = 3
