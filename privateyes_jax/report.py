@@ -14,6 +14,10 @@ and writes ``out_dir/report.md`` with
 * **Privacy**: DualView per threat model with 95% intervals, chance and
   p-values (re-identified for per-client views only, rank, AUC vs a null view,
   PSNR, SSIM, label error and KL beside a matched no-leakage guess);
+* **Differential privacy**: (ε, δ) of every DP run and held-out error versus ε; and
+  the accuracy–privacy curve of ``experiments/dp_curve.py`` (a ``dp_curve.json``
+  under ``paths``): per aggregator and ε, the error beside DualView's re-identification,
+  membership inference and round differencing, each with its interval and chance;
 * **Figures** (``out_dir/figures/``): held-out error versus round per dataset,
   and each attack's per-person scores, reconstruction grid and gaze-distribution plot.
 
@@ -40,6 +44,7 @@ from privateyes_jax.attacks import pipeline
 
 FIGURES_DIR = 'figures'
 REPORT_FILE = 'report.md'
+CURVE_FILE = 'dp_curve.json'  # experiments/dp_curve.py's summary.
 # Method order in tables; others follow alphabetically.
 METHOD_ORDER = ('centralized', 'fedavg', 'fedavgm', 'fedadam', 'fedyogi', 'privateyes',
                 'privateyes_semi_honest', 'local')
@@ -128,7 +133,7 @@ def discover(paths: Sequence[str]) -> tuple[list[Run], list[Attack], list[str]]:
       raise ReportError(f'{p!r} is not a directory; pass run workdirs or directories of runs.')
     before = (len(runs), len(attacks), len(unfinished))
     visit(p, os.path.basename(os.path.normpath(p)), 0)
-    if (len(runs), len(attacks), len(unfinished)) == before:
+    if (len(runs), len(attacks), len(unfinished)) == before and not find_curves([p]):
       raise ReportError(f'{p!r} holds no training run (config.json + summary.json) and no '
                         'DualView attack (summary.json with threat_models).')
   return runs, attacks, unfinished
@@ -346,13 +351,25 @@ POISONING_FILE = 'poisoning.json'
 
 
 def find_files(paths: Sequence[str], name: str) -> list[str]:
-  """Every file called ``name`` under ``paths`` (not inside hidden directories)."""
+  """Every file called ``name`` under ``paths``, as deep as `discover` looks, not inside a
+  run's own directory or a hidden one (e.g. a shadow run of other people)."""
   found = []
+
+  def visit(path: str, depth: int) -> None:
+    candidate = os.path.join(path, name)
+    if os.path.exists(candidate):
+      found.append(candidate)
+      return
+    if depth >= _MAX_DEPTH or os.path.exists(os.path.join(path, workdir_lib.CONFIG_FILE)):
+      return
+    for child in sorted(os.listdir(path)):
+      full = os.path.join(path, child)
+      if os.path.isdir(full) and not child.startswith('.') and child != workdir_lib.CHECKPOINT_DIR:
+        visit(full, depth + 1)
+
   for p in paths:
-    for directory, subdirs, files in os.walk(p):
-      subdirs[:] = sorted(d for d in subdirs if not d.startswith('.'))
-      if name in files:
-        found.append(os.path.join(directory, name))
+    if os.path.isdir(p):
+      visit(p, 0)
   return found
 
 
@@ -373,6 +390,111 @@ def poisoning_section(paths: Sequence[str]) -> str:
             f'{p["shadow_data_seed"]}); mean predictor {_fmt(mean_pred)}.', '',
             _table(['run', 'attack', 'check', 'held-out error', 'excluded'], rows), '']
     out += [f'- {r["run"]} failed: {r["failed"]}' for r in p['rows'] if r.get('failed')]
+  return '\n'.join(out)
+
+
+def find_curves(paths: Sequence[str]) -> list[tuple[str, dict]]:
+  """Every ``dp_curve.json`` under ``paths``: (path, curve)."""
+  return [(path, _read_json(path)) for path in find_files(paths, CURVE_FILE)]
+
+
+def _interval_cell(summary: dict | None) -> str:
+  if not summary or summary.get('mean') is None:
+    return '–'
+  low, high = summary.get('low'), summary.get('high')
+  if low is None or high is None or not np.isfinite(low):
+    return f'{summary["mean"]:.2f}'
+  return f'{summary["mean"]:.2f} [{low:.2f}, {high:.2f}]'
+
+
+def dp_curve_section(curves: Sequence[tuple[str, dict]], fig_dir: str) -> str:
+  """The accuracy–privacy curves: per aggregator and ε, error and every attack's result.
+
+  Each attack keeps its interval and its chance level beside it, so a row at chance
+  reads as one; the figure puts the error and the per-client re-identification rate
+  against ε.
+  """
+  if not curves:
+    return ''
+  out = ['## Accuracy–privacy curve (client-level DP)', '',
+         'From `experiments/dp_curve.py` (`dp_curve.json`). ε: against whoever sees the '
+         'released models or opened sums (Poisson amplification); ε vs servers: against the '
+         'servers, who see who submitted. DualView: the per-client view of each aggregator '
+         '(plain FL: the server\'s individual clipped updates, which central DP does not '
+         'hide from it; PrivatEyes: the coalition\'s shares), re-identified out of the '
+         'attacked clients of the last round, Clopper-Pearson 95%; AUC vs null: Student t 95% '
+         '(chance 0.5); shared views: the PrivatEyes output model as the coalition knows it '
+         '(its own noise subtracted) and the final model. Membership: loss threshold on the '
+         'output model, training vs held-out people, bootstrap 95% (chance 0.5). Round '
+         'differencing: clients a coalition isolates from the public cohorts within a window '
+         'of rounds (all: every round).', '']
+  plt = _pyplot()
+  for i, (path, curve) in enumerate(curves):
+    out += [f'`{path}`: preset {curve.get("preset", "?")}, {curve.get("num_clients")} clients, '
+            f'q = {_fmt(curve.get("sampling_rate"), ".3f")}, {curve.get("rounds")} rounds, '
+            f'δ = {curve.get("delta", float("nan")):.0e}, C = {_fmt(curve.get("clip_norm"), ".3g")}, '
+            f'training seeds {curve.get("seeds")}, DualView on {curve.get("attack_people")} '
+            'clients.', '']
+    rows = []
+    for p in curve['points']:
+      eps = lambda key, p=p: ('∞' if p.get(key) is None and p['epsilon_target'] == 'inf'
+                              else _fmt(p.get(key)))
+      first = next((n for n, r in (p.get('dualview') or {}).items() if not r.get('shared')),
+                   None)  # The per-client row (JSON sorts the rows by name).
+      row = (p.get('dualview') or {}).get(first) or {}
+      reid = row.get('reidentified')
+      reid_cell = (f'{first}: {reid["successes"]}/{reid["trials"]} = {reid["rate"]:.2f} '
+                   f'[{reid["low"]:.2f}, {reid["high"]:.2f}] (chance {reid["chance"]:.2f})'
+                   if reid else (first or '–'))
+      shared = '; '.join(f'{name}: {_interval_cell(r.get("auc_vs_null"))}'
+                         for name, r in (p.get('dualview') or {}).items() if r.get('shared'))
+      membership = '; '.join(
+          f'{m["auc"]:.2f} [{m["auc_ci95"][0]:.2f}, {m["auc_ci95"][1]:.2f}]'
+          for m in p.get('membership') or []) or '–'
+      diff = p.get('round_differencing')
+      diff_cell = ('; '.join(f'{"all" if not d["window"] else d["window"]} rounds: '
+                             f'{d["isolated"]}/{d["clients"]}' for d in diff
+                             if d.get('seed', 0) == (curve.get('seeds') or [0])[0])
+                   if diff else 'no opened sums')
+      rows.append([p['aggregator'], p['epsilon_target'], eps('epsilon'),
+                   eps('epsilon_vs_servers'), _fmt(p.get('noise_multiplier'), '.3f'),
+                   _fmt(p.get('test_error')), _fmt(p.get('mean_predictor_error')), reid_cell,
+                   _interval_cell(row.get('auc_vs_null')), shared or '–', membership, diff_cell])
+    out.append(_table(['aggregator', 'ε target', 'ε', 'ε vs servers', 'z', 'held-out error',
+                       'mean predictor', 'DualView re-identified [95% CI]',
+                       'AUC vs null [95% CI]', 'shared views: AUC vs null',
+                       'membership AUC [95% CI]', 'differencing: isolated'], rows))
+    fig, (ax_err, ax_reid) = plt.subplots(1, 2, figsize=(9, 3.5))
+    finite = [float(p['epsilon_target']) for p in curve['points'] if p['epsilon_target'] != 'inf']
+    inf_x = 2 * max(finite) if finite else 1.0
+    for agg in sorted({p['aggregator'] for p in curve['points']}):
+      pts = sorted((inf_x if p['epsilon_target'] == 'inf' else float(p['epsilon_target']), p)
+                   for p in curve['points'] if p['aggregator'] == agg)
+      ax_err.plot([x for x, _ in pts], [p['test_error'] for _, p in pts], marker='o', label=agg)
+      reid = [(x, next((r for r in (p.get('dualview') or {}).values() if not r.get('shared')),
+                       {}).get('reidentified')) for x, p in pts]
+      reid = [(x, r) for x, r in reid if r]
+      if reid:
+        ax_reid.errorbar([x for x, _ in reid], [r['rate'] for _, r in reid],
+                         yerr=[[max(r['rate'] - r['low'], 0.0) for _, r in reid],
+                               [max(r['high'] - r['rate'], 0.0) for _, r in reid]],
+                         marker='o', capsize=3, label=agg)
+        ax_reid.axhline(reid[0][1]['chance'], linestyle=':', color='gray')
+    if curve['points']:
+      ax_err.axhline(curve['points'][0].get('mean_predictor_error') or np.nan, linestyle=':',
+                     color='black', label='mean predictor')
+    for ax in (ax_err, ax_reid):
+      ax.set_xscale('log')
+      ax.set_xlabel(f'ε (rightmost at {inf_x:g}: no noise)')
+    ax_err.set_ylabel('held-out error')
+    ax_reid.set_ylabel('DualView re-identified (chance dotted)')
+    ax_err.legend(fontsize=7)
+    ax_reid.legend(fontsize=7)
+    fig.tight_layout()
+    name = f'dp_curve_{i}.png'
+    fig.savefig(os.path.join(fig_dir, name), dpi=110)
+    plt.close(fig)
+    out += ['', f'![accuracy–privacy curve]({FIGURES_DIR}/{name})', '']
   return '\n'.join(out)
 
 
@@ -417,7 +539,8 @@ def build_report(paths: Sequence[str], out_dir: str) -> str:
       different people.
   """
   runs, attacks, unfinished = discover(paths)
-  if not runs and not attacks:
+  dp_curves = find_curves(paths)
+  if not runs and not attacks and not dp_curves:
     raise ReportError(f'No finished run or attack under {list(paths)}.')
   groups = check_compatible(runs)
   fig_dir = os.path.join(out_dir, FIGURES_DIR)
@@ -456,6 +579,9 @@ def build_report(paths: Sequence[str], out_dir: str) -> str:
   poisoning = poisoning_section(paths)
   if poisoning:
     parts += [poisoning, '']
+  curve_part = dp_curve_section(dp_curves, fig_dir)
+  if curve_part:
+    parts += [curve_part, '']
   parts.append(privacy_section(attacks, attack_figures))
   path = os.path.join(out_dir, REPORT_FILE)
   workdir_lib.atomic_write_text(path, '\n'.join(parts) + '\n')

@@ -106,3 +106,48 @@ def test_poisoning_table_and_hidden_shadow_runs(demo_like, tmp_path):
   assert '| fedavg_boost_normcheck | boost | norm bound | 4.50 | p00, p01 |' in text
   assert '| privateyes_boost | boost | none | failed | – |' in text
   assert 'someone_else' not in text
+
+
+def _fake_curve() -> dict:
+  """A dp_curve.json as experiments/dp_curve.py writes it: two aggregators, ε 4 and ∞."""
+  reid = lambda s: {'successes': s, 'trials': 6, 'rate': s / 6, 'low': 0.36 if s == 5 else 0.0,
+                    'high': 1.0 if s == 5 else 0.64, 'chance': 1 / 6, 'p_value': 0.5}
+  auc = {'mean': 0.52, 'low': 0.40, 'high': 0.64, 'p_value': 0.4, 'chance': 0.5}
+  member = [{'run': 'plain_fl', 'auc': 0.51, 'auc_ci95': [0.42, 0.60], 'p_value': 0.4,
+             'num_members': 200, 'num_nonmembers': 40}]
+  points = []
+  for eps, epsilon, err in (('4', 3.98, 11.9), ('inf', None, 8.1)):
+    points.append({'aggregator': 'mean', 'epsilon_target': eps, 'epsilon': epsilon,
+                   'epsilon_vs_servers': None if epsilon is None else 40.0,
+                   'noise_multiplier': 0.0 if epsilon is None else 0.9, 'test_error': err,
+                   'mean_predictor_error': 11.2, 'membership': member,
+                   'dualview': {'plain_fl': {'reidentified': reid(5), 'auc_vs_null': auc,
+                                             'shared': False}}})
+    points.append({'aggregator': 'privateyes', 'epsilon_target': eps, 'epsilon': epsilon,
+                   'epsilon_vs_servers': None if epsilon is None else 40.0,
+                   'noise_multiplier': 0.0 if epsilon is None else 0.9, 'test_error': err + 0.1,
+                   'mean_predictor_error': 11.2, 'membership': member,
+                   'dualview': {'privateyes': {'reidentified': reid(1), 'auc_vs_null': auc,
+                                               'shared': False},
+                                'privateyes_output_model': {'auc_vs_null': auc, 'shared': True}},
+                   'round_differencing': [{'window': 4, 'isolated': 0, 'clients': 200, 'seed': 0},
+                                          {'window': 0, 'isolated': 0, 'clients': 200,
+                                           'seed': 0}]})
+  return {'preset': 'cpu', 'points': points, 'num_clients': 200, 'sampling_rate': 0.08,
+          'rounds': 20, 'delta': 1e-5, 'clip_norm': 0.3, 'seeds': [0], 'attack_people': 6}
+
+
+def test_report_has_the_dp_curve(tmp_path):
+  root = tmp_path / 'dp_curve'
+  root.mkdir()
+  (root / report.CURVE_FILE).write_text(json.dumps(_fake_curve()))
+  path = report.build_report([str(tmp_path)], str(tmp_path / 'report'))
+  text = open(path).read()
+  assert '## Accuracy–privacy curve (client-level DP)' in text
+  # One row per aggregator and ε, each attack with its interval and chance.
+  assert '| mean | 4 | 3.98 | 40.00 | 0.900 | 11.90 | 11.20 | plain_fl: 5/6 = 0.83 [0.36, 1.00] ' \
+         '(chance 0.17) | 0.52 [0.40, 0.64] | – | 0.51 [0.42, 0.60] | no opened sums |' in text
+  assert '| privateyes | inf | ∞ | ∞ | 0.000 |' in text
+  assert 'privateyes_output_model: 0.52 [0.40, 0.64]' in text
+  assert '4 rounds: 0/200; all rounds: 0/200' in text
+  assert os.path.exists(tmp_path / 'report' / report.FIGURES_DIR / 'dp_curve_0.png')

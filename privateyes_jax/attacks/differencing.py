@@ -92,9 +92,10 @@ class OpenedRound:
 def opened_round_from_view(view: dict, config) -> OpenedRound:
   """An `OpenedRound` from one recorded view (the dict `pipeline` reads from ``round_NNNNN.npz``).
 
-  Uses ``view/opened_sum`` (PrivatEyes) when present, else the output-model change of
-  a FedAvg ``mean`` run (equal weights assumed, ``exact=False``). Never reads the
-  view's private ``weights``.
+  Uses ``view/opened_sum`` (PrivatEyes) when present, less the coalition's own DP
+  noise (``view/coalition_noise``) when the run added noise, else the output-model
+  change of a FedAvg ``mean`` run (equal weights assumed, ``exact=False``). Never reads
+  the view's private ``weights``.
   """
   names = [str(n) for n in view['client_names']]
   if 'view/submitted' in view:
@@ -110,6 +111,14 @@ def opened_round_from_view(view: dict, config) -> OpenedRound:
     if sums.shape != (theta.size + 1,):
       raise ValueError(f'view/opened_sum has shape {sums.shape}; expected [params + 1] = '
                        f'[{theta.size + 1}] (Σ w̃Δ, then Σ w̃).')
+    if 'view/coalition_noise' in view:
+      # Client-level DP: the opened sum carries every server's noise, and the coalition
+      # drew its own, so it subtracts them; only the honest servers' noise is left.
+      own = np.asarray(view['view/coalition_noise'], np.float64)
+      if own.shape != (theta.size,):
+        raise ValueError(f'view/coalition_noise has shape {own.shape}; expected [params] = '
+                         f'[{theta.size}].')
+      sums = np.concatenate([sums[:-1] - own, sums[-1:]])
     return OpenedRound(int(view['round']), tuple(names), theta, sums[:-1], float(sums[-1]), True)
   if config.fl.server_optimizer != 'fedavg':
     raise ValueError('Without opened sums, the aggregate is read off the output model, which '

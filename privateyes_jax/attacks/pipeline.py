@@ -202,6 +202,10 @@ class RecordedRound:
       identity for gaze runs). Its offset and scale are opened outputs of the run's
       aggregation, so every threat model knows them; the attack works in the
       model's (standardised) label space and maps view 2 back to the run's unit.
+    coalition_aggregate: a PrivatEyes run with DP noise: the round's opened mean
+      update less the coalition's own noise (`differencing.opened_round_from_view`),
+      what the coalition knows of the aggregate; None otherwise (the output-model
+      change is then all it knows).
   """
   run_dir: str
   config: ml_collections.ConfigDict
@@ -217,6 +221,7 @@ class RecordedRound:
   label_kind: str = 'gaze'
   label_unit: str = 'deg'
   label_scaling: label_scaling_lib.LabelScaling = label_scaling_lib.IDENTITY
+  coalition_aggregate: Any = None
 
   @property
   def federation_seed(self) -> int:
@@ -291,6 +296,16 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
   train_people, _ = data_lib.split_people(dataset, config.data)
   by_name = {p.person: p for p in train_people.people}
   names = [str(n) for n in view['client_names']]
+  # Clients who submitted nothing (DP's padding of the Poisson sample; dropouts) were
+  # never seen by the observer: only the others are attacked.
+  keep = (np.asarray(view['view/submitted'], bool) if 'view/submitted' in view
+          else np.ones(len(names), bool))
+  if keep.shape != (len(names),):
+    raise ViewError(f'The view of {run_dir!r} marks {keep.shape} submissions for '
+                    f'{len(names)} clients.')
+  names = [n for n, k in zip(names, keep) if k]
+  if not names:
+    raise ViewError(f'No client submitted in the recorded round of {run_dir!r}.')
   unknown = [n for n in names if n not in by_name]
   if unknown:
     raise ViewError(f'The view of {run_dir!r} names clients {unknown[:5]} that are not people of '
@@ -304,16 +319,22 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
   unflat = lambda v, what: _unravel(unravel, v, num_params, what, run_dir)
   individual, coalition = None, None
   if 'view/individual_updates' in view:
-    individual = [unflat(u, 'an individual update') for u in view['view/individual_updates']]
+    individual = [unflat(u, 'an individual update')
+                  for u, k in zip(view['view/individual_updates'], keep) if k]
   elif 'view/coalition_input_estimate' in view:
     agg = config.aggregator
     with jax.enable_x64(True):  # The ring's own codec (low k bits, signed fixed point).
       decoded = np.asarray(ring.decode(view['view/coalition_input_estimate'],
                                        ring.RingSpec(k=agg.k, f=agg.f, s=agg.s)))
-    coalition = [unflat(d[:num_params], 'a coalition estimate') for d in decoded]
+    coalition = [unflat(d[:num_params], 'a coalition estimate')
+                 for d, k in zip(decoded, keep) if k]
   else:
     raise ViewError(f'The view of round {int(view["round"])} in {run_dir!r} holds neither '
                     'individual updates nor a coalition\'s shares.')
+  aggregate = None
+  if coalition is not None and 'view/coalition_noise' in view:
+    aggregate = unflat(_coalition_aggregate(view, config, len(train_people.people)),
+                       'the coalition\'s aggregate')
   return RecordedRound(run_dir=run_dir, config=config, round=int(view['round']), clients=clients,
                        federation=tuple(train_people.person_names),
                        initial_params=initial,
@@ -322,7 +343,19 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
                        individual_updates=individual, coalition_estimates=coalition,
                        apply_fn=model.apply, label_kind=dataset.label_kind,
                        label_unit=_label_unit(run_dir, dataset.label_kind),
-                       label_scaling=label_scaling_lib.load(run_dir))
+                       label_scaling=label_scaling_lib.load(run_dir),
+                       coalition_aggregate=aggregate)
+
+
+def _coalition_aggregate(view: dict, config, num_clients: int) -> np.ndarray:
+  """The round's mean update as a DP coalition knows it: the opened noisy sum less its
+  own servers' noise, over the public expected cohort q·N (the engine's denominator)."""
+  from privateyes_jax.attacks import differencing  # pylint: disable=g-import-not-at-top
+  opened = differencing.opened_round_from_view(view, config)
+  fl = config.fl
+  expected = (fl.clients_per_round if 0 < fl.get('clients_per_round', 0) < num_clients
+              else fl.get('client_fraction', 1.0) * num_clients)
+  return (opened.weighted_sum / max(float(expected), 1.0)).astype(np.float32)
 
 
 def _label_unit(run_dir: str, label_kind: str) -> str:
@@ -371,8 +404,15 @@ def threat_targets(recorded: RecordedRound) -> list[Target]:
     targets.append(Target('privateyes', recorded, recorded.global_params,
                           recorded.coalition_estimates, False, '',
                           f'coalition {tuple(config.aggregator.coalition)} shares'))
-    targets.append(Target('privateyes_output_model', recorded, recorded.global_params,
-                          [om_change] * clients, True, '', 'opened output-model change'))
+    if recorded.coalition_aggregate is not None:
+      # DP: the coalition subtracts its own noise from the opened sum (only the honest
+      # server's noise is left), which the output model alone would not let it do.
+      targets.append(Target('privateyes_output_model', recorded, recorded.global_params,
+                            [recorded.coalition_aggregate] * clients, True, '',
+                            'opened aggregate less the coalition\'s own DP noise'))
+    else:
+      targets.append(Target('privateyes_output_model', recorded, recorded.global_params,
+                            [om_change] * clients, True, '', 'opened output-model change'))
     final_change = jax.tree.map(jnp.subtract, recorded.output_params, recorded.initial_params)
     # Generic MPC reveals only the final model: invert its change from the public
     # initialisation, read gaze with the final model (θ_0 + change).
@@ -593,7 +633,8 @@ def federations_of(runs: Sequence[RecordedRound]) -> list[list[RecordedRound]]:
 
 
 def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
-               attack_dir: str | None = None, overwrite: bool = False) -> dict:
+               attack_dir: str | None = None, overwrite: bool = False,
+               prior_dir: str | None = None, cache: dict | None = None) -> dict:
   """DualView on every threat model of ``target_runs``; returns (and writes) the summary.
 
   Args:
@@ -607,6 +648,12 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
       of another config is refused unless ``overwrite``. None: nothing written.
     overwrite: start afresh in ``attack_dir`` (another attack's results, or this
       one's, and the prior are replaced).
+    prior_dir: the prior's checkpoints (default ``attack_dir/prior``). Attacks of one
+      prior config and auxiliary people (e.g. the points of a curve) share one
+      directory and train the prior once; `gan_prior.train_prior` refuses a directory
+      of another prior.
+    cache: a dict kept across calls: the evaluation classifier of the same people and
+      settings is trained once (it reads only the attacked people's data).
 
   Returns:
     ``{'threat_models': {name: row}, 'per_person': {name: [rows]}, 'timings',
@@ -651,15 +698,23 @@ def run_attack(config: ml_collections.ConfigDict, target_runs: Sequence[str],
   gan_prior.check_image_shape(aux, people[0].images.shape[1:])
   excluded = sorted({name for r in runs
                      for name in gan_prior.check_disjoint(prior_data, r.config, prior_dataset=aux)})
-  prior = gan_prior.train_prior(
-      config.prior, os.path.join(os.path.abspath(attack_dir), 'prior') if attack_dir else None,
-      dataset=aux, excluded_people=tuple(excluded))
+  if prior_dir is None and attack_dir:
+    prior_dir = os.path.join(os.path.abspath(attack_dir), 'prior')
+  prior = gan_prior.train_prior(config.prior, prior_dir, dataset=aux,
+                                excluded_people=tuple(excluded))
   timings['prior_s'] = time.perf_counter() - t
 
   t = time.perf_counter()
-  classifier = evaluation.train_evaluation_classifier(
-      people, steps=config.classifier_steps, seed=config.seed,
-      features=tuple(config.classifier_features), min_accuracy=config.min_classifier_accuracy)
+  classifier_key = ('classifier', tuple(p.person for p in people), config.classifier_steps,
+                    config.seed, tuple(config.classifier_features),
+                    config.min_classifier_accuracy, runs[0].config.data.to_json(sort_keys=True))
+  classifier = (cache or {}).get(classifier_key)
+  if classifier is None:
+    classifier = evaluation.train_evaluation_classifier(
+        people, steps=config.classifier_steps, seed=config.seed,
+        features=tuple(config.classifier_features), min_accuracy=config.min_classifier_accuracy)
+    if cache is not None:
+      cache[classifier_key] = classifier
   timings['classifier_s'] = time.perf_counter() - t
   logging.info('Evaluation classifier: held-out accuracy %.3f', classifier.accuracy)
   background = (gan_prior.sample_images(prior, jax.random.PRNGKey(config.seed + 7),

@@ -101,6 +101,10 @@ class MeanAggregator:
     else:
       mean, total = weighted_mean(updates, weights)
     view = {'individual_updates': updates} if self.record_view and record_view else None
+    if view is not None and self.dp is not None:
+      # DP pads the Poisson sample with unsampled clients (weight 0): the server receives
+      # nothing from them, so the view says who submitted (as the MPC's view does).
+      view['submitted'] = weights > 0
     return state, AggregateResult(mean, total, True, '', view, {})
 
 

@@ -142,3 +142,34 @@ def test_windowed_least_squares_prefers_the_least_drift():
   for t, est in out.targets.items():
     assert est.drift == 0.0 and est.rounds == (5, 6, 7, 8), (t, est.rounds)
     np.testing.assert_allclose(est.update, updates[t], rtol=1e-5, atol=1e-5)
+
+
+def test_a_dp_coalition_subtracts_its_own_noise_from_the_opened_sum():
+  """With DP the opened sum carries every server's noise; the coalition drew its own and
+  subtracts it (what it can do), so only the honest server's noise is left, in both the
+  differencing rows and the pipeline's view of the aggregate."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.mpc import ring  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({'aggregator': {'k': 32, 'f': 16, 's': 32},
+                                      'fl': {'clients_per_round': 4, 'client_fraction': 1.0}})
+  rng = np.random.default_rng(0)
+  total = rng.normal(size=6)  # Σ Δ_c over the cohort.
+  own, honest = rng.normal(size=6) * 3, rng.normal(size=6) * 3
+  with jax.enable_x64(True):
+    opened = np.asarray(ring.encode(jnp.asarray(np.append(total + own + honest, 4.0)),
+                                    ring.RingSpec(k=32, f=16, s=32)))
+  view = {'client_names': np.array(['a', 'b', 'c', 'd']), 'global_params': np.zeros(6),
+          'round': np.int64(3), 'view/opened_sum': opened,
+          'view/coalition_noise': own.astype(np.float32)}
+  r = differencing.opened_round_from_view(view, config)
+  np.testing.assert_allclose(r.weighted_sum, total + honest, atol=1e-4)
+  assert r.weight_sum == 4.0
+  mean = pipeline._coalition_aggregate(view, config, num_clients=8)  # pylint: disable=protected-access
+  np.testing.assert_allclose(mean, (total + honest) / 4, atol=1e-4)  # Over q·N = 4.
+  without = differencing.opened_round_from_view(
+      {k: v for k, v in view.items() if k != 'view/coalition_noise'}, config)
+  np.testing.assert_allclose(without.weighted_sum, total + own + honest, atol=1e-4)
+  view['view/coalition_noise'] = own[:5].astype(np.float32)
+  with pytest.raises(ValueError, match='coalition_noise has shape'):
+    differencing.opened_round_from_view(view, config)
