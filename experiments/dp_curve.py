@@ -41,6 +41,7 @@ from privateyes_jax import report
 from privateyes_jax import runner
 from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.attacks import differencing
+from privateyes_jax.attacks import evaluation
 from privateyes_jax.attacks import pipeline
 from privateyes_jax.privacy import dp as dp_lib
 
@@ -160,8 +161,14 @@ def run_curve(config, root: str, overwrite: bool = False) -> dict:
     attack_dir = os.path.join(attack_root, f'eps{eps_name(eps)}')
     logging.info('DP curve: attacking ε=%s into %s', eps_name(eps), attack_dir)
     t = time.perf_counter()
-    attacks[eps] = pipeline.run_attack(config.attack, targets, attack_dir, overwrite=overwrite,
-                                       prior_dir=prior_dir, cache=cache)
+    try:
+      attacks[eps] = pipeline.run_attack(config.attack, targets, attack_dir,
+                                         overwrite=overwrite, prior_dir=prior_dir, cache=cache)
+    except evaluation.ClassifierTooWeak as e:
+      # Too few samples a person to score re-identification at all: the point keeps its
+      # error, ε and differencing, and says why DualView and membership are missing.
+      logging.warning('DP curve: ε=%s not attacked: %s', eps_name(eps), e)
+      attacks[eps] = {'threat_models': {}, 'membership': {}, 'error': str(e)}
     timings['attack_s'] += time.perf_counter() - t
 
   differencing_results = {
@@ -187,6 +194,7 @@ def run_curve(config, root: str, overwrite: bool = False) -> dict:
                        for name in THREAT_ROWS[agg] if name in out['threat_models']},
           'membership': _membership(out, MEMBERSHIP_LABEL[agg]),
           'attack_dir': os.path.relpath(os.path.join(attack_root, f'eps{eps_name(eps)}'), root),
+          'attack_error': out.get('error'),
       }
       if agg == 'privateyes':
         point['round_differencing'] = [dict(d, seed=s) for s, ds in differencing_results.items()
@@ -198,7 +206,8 @@ def run_curve(config, root: str, overwrite: bool = False) -> dict:
       'num_clients': first.get('num_clients'), 'sampling_rate': first.get('sampling_rate'),
       'rounds': config.train.fl.rounds, 'delta': first.get('delta'),
       'clip_norm': config.train.aggregator.dp.clip_norm, 'seeds': list(seeds),
-      'attack_people': next(iter(attacks.values()))['num_people'],
+      'attack_people': next((a['num_people'] for a in attacks.values() if 'num_people' in a),
+                            None),
       'timings': {**timings, 'total_s': time.perf_counter() - t0},
   }
   path = os.path.join(root, CURVE_FILE)

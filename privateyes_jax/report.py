@@ -464,6 +464,9 @@ def dp_curve_section(curves: Sequence[tuple[str, dict]], fig_dir: str) -> str:
                        'mean predictor', 'DualView re-identified [95% CI]',
                        'AUC vs null [95% CI]', 'shared views: AUC vs null',
                        'membership AUC [95% CI]', 'differencing: isolated'], rows))
+    errors = sorted({(p['epsilon_target'], p['attack_error']) for p in curve['points']
+                     if p.get('attack_error')})
+    out += [f'- ε = {e}: not attacked: {reason}' for e, reason in errors]
     fig, (ax_err, ax_reid) = plt.subplots(1, 2, figsize=(9, 3.5))
     finite = [float(p['epsilon_target']) for p in curve['points'] if p['epsilon_target'] != 'inf']
     inf_x = 2 * max(finite) if finite else 1.0

@@ -54,11 +54,16 @@ class EvaluationClassifier:
     return identity.predict_logits(self.model, self.params, np.asarray(images))
 
 
+class ClassifierTooWeak(ValueError):
+  """The evaluation identity classifier cannot score re-identification."""
+
+
 def check_usable(classifier: EvaluationClassifier,
                  min_accuracy: float = DEFAULT_MIN_ACCURACY) -> None:
-  """Raises ValueError if the oracle is too weak for re-identification counts to mean anything."""
+  """Raises ClassifierTooWeak if the oracle is too weak for re-identification counts to
+  mean anything."""
   if not classifier.accuracy >= min_accuracy:
-    raise ValueError(
+    raise ClassifierTooWeak(
         f'The evaluation identity classifier has held-out accuracy {classifier.accuracy:.3f}, '
         f'below the usable threshold {min_accuracy:.3f}; refusing to report re-identification '
         'from it. Train it longer (steps) or on more samples per person.')

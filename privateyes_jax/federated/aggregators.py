@@ -100,11 +100,16 @@ class MeanAggregator:
                                jnp.float32(self.dp.expected_clients))
     else:
       mean, total = weighted_mean(updates, weights)
-    view = {'individual_updates': updates} if self.record_view and record_view else None
-    if view is not None and self.dp is not None:
-      # DP pads the Poisson sample with unsampled clients (weight 0): the server receives
-      # nothing from them, so the view says who submitted (as the MPC's view does).
-      view['submitted'] = weights > 0
+    view = None
+    if self.record_view and record_view:
+      view = {'individual_updates': updates}
+      if self.dp is not None:
+        # DP pads the Poisson sample with unsampled clients (weight 0): the server
+        # receives nothing from them, so their rows are zero and the view says who
+        # submitted (as the MPC's view does).
+        submitted = weights > 0
+        view = {'individual_updates': jnp.where(submitted[:, None], updates, 0.0),
+                'submitted': submitted}
     return state, AggregateResult(mean, total, True, '', view, {})
 
 
