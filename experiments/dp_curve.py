@@ -45,11 +45,22 @@ from privateyes_jax.attacks import evaluation
 from privateyes_jax.attacks import pipeline
 from privateyes_jax.privacy import dp as dp_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs', 'dp_curve.py') + ':cpu',
-    'Curve config (experiments/configs/dp_curve.py:cpu|full|tiny).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/dp_curve', 'Where the curve\'s runs go.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start every run and attack afresh.')
+# Defined when the command runs, not at import: tests import this module beside other
+# experiments that define the same flag names.
+_FLAGS = {}
+
+
+def _define_flags() -> None:
+  if _FLAGS:
+    return
+  _FLAGS['config'] = config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(__file__), 'configs', 'dp_curve.py') + ':cpu',
+      'Curve config (experiments/configs/dp_curve.py:cpu|full|tiny).', lock_config=True)
+  _FLAGS['workdir'] = flags.DEFINE_string('workdir', 'runs/dp_curve',
+                                          'Where the curve\'s runs go.')
+  _FLAGS['overwrite'] = flags.DEFINE_bool('overwrite', False,
+                                          'Start every run and attack afresh.')
+
 
 CURVE_FILE = 'dp_curve.json'
 # DualView rows per aggregator: the per-client view first (the curve's re-identification).
@@ -282,20 +293,22 @@ def format_table(curve: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'Unexpected arguments: {argv[1:]}')
-  curve = run_curve(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+  workdir = _FLAGS['workdir'].value
+  curve = run_curve(_FLAGS['config'].value, workdir, overwrite=_FLAGS['overwrite'].value)
   print()
   print(f'Accuracy–privacy curve ({curve["preset"]}): {curve["num_clients"]} clients, q = '
         f'{curve["sampling_rate"]:.3f}, {curve["rounds"]} rounds, δ = {curve["delta"]:g}, C = '
         f'{curve["clip_norm"]:g}; DualView on {curve["attack_people"]} clients of the last '
         'round (chance 1/n); membership: loss threshold, chance 0.5')
   print(format_table(curve))
-  report_path = report.build_report([_WORKDIR.value], os.path.join(_WORKDIR.value, 'report'))
-  print(f'\n{os.path.abspath(os.path.join(_WORKDIR.value, CURVE_FILE))} (this call '
+  report_path = report.build_report([workdir], os.path.join(workdir, 'report'))
+  print(f'\n{os.path.abspath(os.path.join(workdir, CURVE_FILE))} (this call '
         f'{curve["timings"]["total_s"]:.0f} s); report with the curve\'s table and figure: '
         f'{os.path.abspath(report_path)}')
 
 
 def entry_point():
+  _define_flags()
   common.run(main)
 
 

@@ -28,11 +28,21 @@ from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.federated import engine
 from privateyes_jax.mpc import ring
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs', 'poisoning.py'),
-    'Poisoning config (experiments/configs/poisoning.py[:demo|tiny]).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/poisoning', 'Where the runs are written.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start every run afresh.')
+# Defined when the command runs, not at import: tests import this module beside other
+# experiments that define the same flag names.
+_FLAGS = {}
+
+
+def _define_flags() -> None:
+  if _FLAGS:
+    return
+  _FLAGS['config'] = config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(__file__), 'configs', 'poisoning.py'),
+      'Poisoning config (experiments/configs/poisoning.py[:demo|tiny]).', lock_config=True)
+  _FLAGS['workdir'] = flags.DEFINE_string('workdir', 'runs/poisoning',
+                                          'Where the runs are written.')
+  _FLAGS['overwrite'] = flags.DEFINE_bool('overwrite', False, 'Start every run afresh.')
+
 
 MPC_CHECK_MISSING = 'not built (docs/VALIDITY_DESIGN.md)'
 
@@ -128,11 +138,13 @@ def format_table(out: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'Unexpected arguments: {argv[1:]}')
-  out = run_poisoning(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+  out = run_poisoning(_FLAGS['config'].value, _FLAGS['workdir'].value,
+                      overwrite=_FLAGS['overwrite'].value)
   print(format_table(out))
 
 
 def entry_point():
+  _define_flags()
   common.run(main)
 
 
