@@ -229,14 +229,15 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
     return client_ids, np.ones(len(client_ids), bool)
 
   def round_plan(r):  # Pure in (seed, r): the streamed store fetches round r + 1 early.
-    client_ids = sampled_clients(r)[0]
+    """(client ids, batch indices, batch mask, members)."""
+    client_ids, members = sampled_clients(r)
     return (client_ids, *client_data.round_indices(config.seed, r, client_ids,
                                                    store.num_samples, fl.local_steps,
-                                                   config.batch_size))
+                                                   config.batch_size), members)
 
   for r in range(start_round, rounds):
     t_round = time.perf_counter()
-    client_ids, indices, mask = round_plan(r)
+    client_ids, indices, mask, members = round_plan(r)
     if r + 1 < rounds and (halt_after is None or r + 1 < halt_after):
       store.prefetch(*round_plan(r + 1)[:2])  # Overlaps this round's training.
     source = state['client_params'] if local_only else state['params']
@@ -266,17 +267,18 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
       updates, weights = local.updates, local.weights
       if dp:  # Client side: clip; every sampled client weighs the same (privacy/dp.py).
         updates = dp_lib.clip_updates(updates, dp.clip_norm)[0]
-        weights = dp_lib.round_weights(sampled_clients(r)[1], max_weight)
+        weights = dp_lib.round_weights(members, max_weight)
       if attackers:  # They send what they like, unclipped.
         updates = attackers.apply(updates, client_ids)
       excluded = []
-      norms = (np.asarray(malicious_lib.update_norms(updates))[np.asarray(weights) > 0]
-               if aggregator.name == 'mean' else np.zeros(0))
-      if norms.size:  # What a norm bound is chosen from (only plain FL's server sees them).
-        stats.update({'update_norm/median': float(np.median(norms)),
-                      'update_norm/max': float(norms.max())})
+      if aggregator.name == 'mean':  # Only plain FL's server sees the updates' norms.
+        norms = np.asarray(malicious_lib.update_norms(updates))  # [k] floats, one transfer.
+        submitted = norms[np.asarray(weights) > 0]
+        if submitted.size:  # What a norm bound is chosen from.
+          stats.update({'update_norm/median': float(np.median(submitted)),
+                        'update_norm/max': float(submitted.max())})
       if norm_bound:  # Plain FL: the server sees every update.
-        weights, rows = malicious_lib.exclude_above(updates, weights, norm_bound)
+        weights, rows = malicious_lib.exclude_above(norms, weights, norm_bound)
         excluded = [store.names[client_ids[i]] for i in rows]
         if excluded:
           logging.info('Round %d: excluded %s (update norm above %g).', r + 1,
@@ -306,7 +308,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
                    aggregator_state=agg_state)
       stats.update(result.stats)
       upload_bytes = stats.get('mpc/client_upload_bytes', upload_bytes)
-    w = np.asarray(local.weights) * (sampled_clients(r)[1] if dp else 1.0)
+    w = np.asarray(local.weights) * members
     train_loss = float(np.sum(np.asarray(local.losses) * w) / max(w.sum(), 1.0))
     if not np.isfinite(train_loss):
       raise RoundRejected(f'Round {r + 1}: local training loss is {train_loss}; round rejected.')

@@ -81,11 +81,10 @@ def update_norms(updates: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(jnp.square(updates), axis=1))
 
 
-def exclude_above(updates: jax.Array, weights: jax.Array, bound: float
+def exclude_above(norms: np.ndarray, weights: jax.Array, bound: float
                   ) -> tuple[jax.Array, np.ndarray]:
-  """Plain FL's norm bound: (weights with every client above ``bound`` set to 0, the
-  excluded rows)."""
-  norms = np.asarray(update_norms(updates))
+  """Plain FL's norm bound: (weights with every client whose update norm (``norms``,
+  `update_norms`) is above ``bound`` set to 0, the excluded submitting rows)."""
   excluded = np.flatnonzero((norms > bound) & (np.asarray(weights) > 0))
   if excluded.size == 0:
     return weights, excluded

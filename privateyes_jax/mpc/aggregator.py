@@ -665,8 +665,9 @@ class SecureAggregator:
           **public)
       if noise is not None:
         # The coalition knows its own noise draws (and may subtract them).
-        view['coalition_noise'] = (noise[list(self.coalition)].sum(axis=0)
-                                   / 2.0**self.spec.f).astype(np.float32)
+        own = jnp.sum(noise[jnp.asarray(self.coalition, jnp.int32)], axis=0)
+        view['coalition_noise'] = np.asarray(jax.device_get(own), np.float64).astype(
+            np.float32) / np.float32(2.0**self.spec.f)
     new_state = state if check.ok else self.retire_attempt(state)
     return new_state, AggregateResult(mean, total, bool(check.ok), check.failure, view, {})
 
@@ -730,12 +731,16 @@ class SecureAggregator:
     server that forces an abort after the opening gets the same noisy sum again, not
     a second sample (docs/MPC.md §5b).
     """
-    sigma = self.noise_std(num_params)
     with jax.enable_x64(True):
-      base = jax.random.fold_in(key, _NOISE_SAMPLING)
-      return np.stack([np.asarray(jax.device_get(discrete_gaussian.sample(
-          jax.random.fold_in(base, i), sigma, (num_params,))), np.int64)
-                       for i in range(self.num_servers)])
+      return np.asarray(jax.device_get(self._server_noise_on_device(key, num_params)))
+
+  def _server_noise_on_device(self, key: jax.Array, num_params: int) -> jax.Array:
+    """`server_noise` as an int64 device array (inside ``jax.enable_x64(True)`` only)."""
+    sigma = self.noise_std(num_params)
+    base = jax.random.fold_in(key, _NOISE_SAMPLING)
+    return jnp.stack([discrete_gaussian.sample(jax.random.fold_in(base, i), sigma,
+                                               (num_params,))
+                      for i in range(self.num_servers)])
 
   def _noise_bound(self, num_terms: int) -> int:
     """Largest |noise element| (ring units) that the range argument allows."""
@@ -766,10 +771,10 @@ class SecureAggregator:
     with the dealer's mask known to that server) and it joins the local sums.
 
     Returns:
-      (accumulators, the noise ``[S, P]`` int64).
+      (accumulators, the noise ``[S, P]`` int64 on the device).
     """
-    noise = self.server_noise(key, num_params)
-    largest = int(np.abs(noise).max()) if noise.size else 0
+    noise = self._server_noise_on_device(key, num_params)  # Stays on the device.
+    largest = int(jnp.max(jnp.abs(noise))) if noise.size else 0
     if largest > self._noise_bound(static['num_clients'] + self.num_servers):
       raise ring.RingOverflowError(  # Chance ≤ NOISE_HEADROOM_FAILURE (checked above).
           f'a DP noise element ({largest} units of 2^-{self.spec.f}) exceeds the ring\'s '
@@ -780,7 +785,7 @@ class SecureAggregator:
     stats = fused.RangeStats(jnp.zeros((num_servers,), jnp.float32),
                              jnp.ones((num_servers,), jnp.bool_))
     noise_acc, _, _ = fused.accumulate(
-        None, stats, jnp.asarray(noise), jnp.int32(0),
+        None, stats, noise, jnp.int32(0),
         jnp.full((num_servers,), max_weight, jnp.float32), seeds, max_weight, jnp.int32(0),
         phase='all', encoded=True, **dict(static, chunk=num_servers, num_clients=num_servers))
     bits = self.spec.ring_bits if self.mode == 'privateyes' else self.spec.k
