@@ -126,7 +126,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.aggregator.adversary = ml_collections.ConfigDict()
   c.aggregator.adversary.kind = 'none'  # none | add_error | flip_bits | corrupt_mac |
   #   corrupt_check_value | drop_client | replay_client | high_error | cancel_chi |
-  #   guess_mac | rush_coin | inconsistent_model (one malicious server; docs/MPC.md §6).
+  #   guess_mac | rush_coin | inconsistent_model | wrong_mask_to_client (one malicious
+  #   server; docs/MPC.md §6).
   c.aggregator.adversary.server = 0
   c.aggregator.adversary.client = 0
   c.aggregator.adversary.magnitude = 1

@@ -35,6 +35,15 @@ rush_coin            the cancel_chi error for the χ of a joint seed it picks
 inconsistent_model   sends a crafted global model to ``client`` (Pasquini et al.,
                      CCS 2022; ``consistency.py``): caught when the clients
                      compare the model digests of all servers.
+wrong_mask_to_client sends ``client`` a mask message: its value share of r_c
+                     mod 2^k shifted by ``magnitude`` at ``element`` (-1: all),
+                     ``mask_messages``. Had the client summed the servers'
+                     shares into its mask (the protocol before the fix of #15),
+                     its input would be x_c - magnitude with consistent MACs: the
+                     check passes and the output is silently shifted. The client
+                     takes its mask from the DEALER instead and reads nothing a
+                     server sends before it inputs, so the round is the honest
+                     one bit for bit (nothing to detect; ``INERT_KINDS``).
 ==================== ==========================================================
 
 A *passive* coalition of up to S-1 servers follows the protocol but pools
@@ -62,11 +71,16 @@ from privateyes_jax.mpc import ring
 
 KINDS = ('none', 'add_error', 'flip_bits', 'corrupt_mac', 'corrupt_check_value',
          'drop_client', 'replay_client', 'high_error', 'cancel_chi', 'guess_mac',
-         'rush_coin', 'inconsistent_model')
+         'rush_coin', 'inconsistent_model', 'wrong_mask_to_client')
 MAC_ONLY_KINDS = ('corrupt_mac', 'corrupt_check_value', 'high_error', 'cancel_chi',
                   'guess_mac', 'rush_coin')  # Need the MAC check.
-CLIENT_KINDS = ('drop_client', 'replay_client', 'inconsistent_model')
+MASK_KINDS = ('wrong_mask_to_client',)  # Act on the privateyes input masks.
+CLIENT_KINDS = ('drop_client', 'replay_client', 'inconsistent_model', 'wrong_mask_to_client')
 SUM_KINDS = ('add_error', 'flip_bits', 'corrupt_mac')
+ELEMENT_KINDS = SUM_KINDS + ('wrong_mask_to_client',)  # Take one ``element`` (or -1).
+# Deviations the protocol offers no channel for: the round is the honest one, there
+# is nothing to detect (the randomized suite, which expects aborts, leaves them out).
+INERT_KINDS = ('wrong_mask_to_client',)
 GUESS_LENGTH = {'cancel_chi': 2, 'guess_mac': 1, 'rush_coin': 2}
 
 
@@ -77,7 +91,8 @@ class AdversarySpec:
   Attributes:
     kind: one of ``KINDS``.
     server: index of the malicious server.
-    client: target client of ``drop_client`` / ``replay_client``.
+    client: target client of ``drop_client`` / ``replay_client`` /
+      ``inconsistent_model`` / ``wrong_mask_to_client``.
     magnitude: additive error or XOR mask, as an integer in Z_2^(k+s).
     element: element of the opened vector to corrupt; -1 corrupts all.
     before_commit: ``corrupt_check_value`` only: change z_i before committing.
@@ -105,8 +120,9 @@ class AdversarySpec:
 
   @property
   def deviates_in_aggregation(self) -> bool:
-    """The deviation acts on shares, the opening or the check (not the broadcast)."""
-    return self.active and self.kind != 'inconsistent_model'
+    """The deviation acts on shares, the opening or the check (not the broadcast, not
+    a message the protocol has no place for)."""
+    return self.active and self.kind not in ('inconsistent_model',) + INERT_KINDS
 
   @property
   def needs_previous_shares(self) -> bool:
@@ -122,11 +138,14 @@ class AdversarySpec:
     if mode == 'privateyes_semi_honest' and self.kind in MAC_ONLY_KINDS:
       raise ValueError(f'Adversary kind {self.kind!r} acts on MACs or check values, '
                        'which the semi-honest mode does not have.')
-    if self.kind in SUM_KINDS + ('corrupt_check_value',):
+    if mode == 'privateyes_semi_honest' and self.kind in MASK_KINDS:
+      raise ValueError(f'Adversary kind {self.kind!r} acts on input masks, which the '
+                       'semi-honest mode does not have (clients share their inputs).')
+    if self.kind in ELEMENT_KINDS + ('corrupt_check_value',):
       if not 0 < self.magnitude < 2**64:
         raise ValueError(f'AdversarySpec.magnitude={self.magnitude} must be in '
                          '(0, 2^64).')
-      if self.kind in SUM_KINDS and self.magnitude % (1 << spec.k) == 0:
+      if self.kind in ELEMENT_KINDS and self.magnitude % (1 << spec.k) == 0:
         raise ValueError(
             f'AdversarySpec.magnitude={self.magnitude} is 0 mod 2^k (k={spec.k}): '
             'it would not change the output, and SPDZ2k only guarantees to detect '
@@ -299,6 +318,37 @@ def corrupt_sum_shares(params: AdversaryParams, value_sum: jax.Array,
     mac_sum = add(mac_sum, error, target & _is(params, 'corrupt_mac'))
     mac_sum = add(mac_sum, params.guess[0] * m, target & _is(params, 'guess_mac'))
   return value_sum, mac_sum
+
+
+def mask_messages(params: AdversaryParams, mask_value_shares: jax.Array,
+                  k: int) -> jax.Array:
+  """The servers' shares of r_c mod 2^k as server delivery of masks would send them.
+
+  Before the fix of #15, server i sent client c its value share r_c,i mod 2^k and
+  the client summed them into its mask. Nothing authenticates such a share towards
+  the client, so ``wrong_mask_to_client`` shifts the malicious server's message to
+  ``client`` by ``magnitude`` at ``element`` (-1: all). In the fixed protocol no
+  server sends a client anything (the DEALER hands the client its mask,
+  ``aggregator.Preprocessing.client_masks``): row ``server`` is what a malicious
+  server can still send, unsolicited, and the client never reads it. The tests use
+  this to show what the message would have done.
+
+  Args:
+    params: traced parameters.
+    mask_value_shares: uint64 ``[servers, clients, elements]`` value shares of [[r]].
+    k: bits of a value.
+
+  Returns:
+    uint64 ``[servers, clients, elements]``: the messages mod 2^k, with the
+    malicious server's deviation (every other kind: the honest shares).
+  """
+  num_servers, num_clients, num_elements = mask_value_shares.shape
+  target = (_server_rows(num_servers, params.server)
+            & (jnp.arange(num_clients) == params.client)[None, :])[..., None]
+  elements = (params.element < 0) | (jnp.arange(num_elements) == params.element)
+  shift = target & elements[None, None, :] & _is(params, 'wrong_mask_to_client')
+  messages = ring.mask_bits(mask_value_shares, k)
+  return jnp.where(shift, ring.mask_bits(messages + params.magnitude, k), messages)
 
 
 def rushing_coin(adversary: AdversarySpec, aimed_joint: np.ndarray):

@@ -13,9 +13,12 @@ One round (an *attempt* at it), all parties simulated in one process, as phases:
    the model digests of all servers (``consistency``).
 1. DEALER (simulated offline phase): authenticated input masks [[r_c]] for every
    client element, each server's shares the expansion of a per-(client, server)
-   seed of this attempt; the MAC key of this attempt (``state``).
-2. INPUT: clients scale, range-check, encode, then privateyes: receive r_c mod 2^k,
-   broadcast ε_c = x_c - r_c tagged (round, attempt); semi-honest: send one
+   seed of this attempt; the MAC key of this attempt (``state``); and to each
+   client the seed of its own mask r_c (no server sends a client anything, so no
+   server can shift an honest client's input: docs/MPC.md §3 step 2).
+2. INPUT: clients scale, range-check, encode, then privateyes: expand r_c mod 2^k
+   from the dealer's seed, broadcast ε_c = x_c - r_c tagged (round, attempt);
+   semi-honest: send one
    additive share to each server (S-1 of them as PRG seeds). Fewer than
    ``min_clients`` submitting: nothing is opened.
 3. LOCAL SUMS and OPEN: [[x_c]] = [[r_c]] + ε_c, added locally over clients; every
@@ -110,8 +113,17 @@ class ClientSubmission(NamedTuple):
 
 
 class Preprocessing(NamedTuple):
-  """DEALER output for one privateyes round (simulated offline phase)."""
+  """DEALER output for one privateyes round (simulated offline phase).
+
+  Two messages: the servers' shares of the masks, and each client's own mask. A
+  deployment sends client c the 16-byte seed s_c,S-1 of r_c (``round_seeds``,
+  column S-1) and the client expands it (``fused.client_mask``); the simulation
+  hands over the expansion. The servers never send a client its mask: a share
+  from a server is not authenticated towards the client (docs/MPC.md §3 step 2).
+  """
   input_masks: spdz2k.AuthShares  # [[r]]: [servers, clients, elements] uint64.
+  client_masks: jax.Array  # r mod 2^k: [clients, elements] uint64; row c goes to
+  # client c alone.
 
 
 class SecureAggregatorState(NamedTuple):
@@ -162,8 +174,9 @@ def round_seeds(key, attempt, num_clients, num_servers, mode):
 
   privateyes: the DEALER's seeds of [[r_c]]: for servers i < S-1 the seed of their
   value and MAC shares (what a seed-compressed dealer sends server i); column
-  S-1 is the dealer's own seed of r_c, never sent (server S-1 gets its shares in
-  full, `costs.dealer_send_bytes`). Semi-honest: client c's seeds
+  S-1 is the seed of r_c itself: the dealer sends it to client c alone (never to a
+  server; server S-1 gets its shares in full, `costs.dealer_send_bytes`), and the
+  client expands its mask from it. Semi-honest: client c's seeds
   of its S-1 random shares (what the client sends instead of those shares).
   All are Threefry sub-seeds of the attempt's seed (``prg.child_seed``).
   """
@@ -176,8 +189,8 @@ def round_seeds(key, attempt, num_clients, num_servers, mode):
 @functools.partial(jax.jit, static_argnames=('num_elements', 'spec', 'prg'))
 def _dealer_round(input_seeds, mac_key_words, num_elements, spec, prg):
   mac_key_shares = ring.from_words(mac_key_words)
-  return Preprocessing(fused.input_masks(input_seeds, mac_key_shares, num_elements, spec,
-                                         prg))
+  return Preprocessing(*fused.input_masks(input_seeds, mac_key_shares, num_elements, spec,
+                                          prg, with_client_masks=True))
 
 
 def _tags(submitted, round_idx, attempt):
@@ -187,10 +200,9 @@ def _tags(submitted, round_idx, attempt):
 
 
 @functools.partial(jax.jit, static_argnames=('spec',))
-def _clients_privateyes(scaled, submitted, mask_value_shares, round_idx, attempt, spec):
-  # Each client c only ever sees row c of r mod 2^k (sent by the servers).
-  r_client = spdz2k.open_mask_to_client(mask_value_shares, spec)
-  epsilon = spdz2k.client_masked_input(ring.encode(scaled, spec), r_client, spec)
+def _clients_privateyes(scaled, submitted, client_masks, round_idx, attempt, spec):
+  # Client c uses row c of the dealer's message (r_c mod 2^k) and nothing a server sent.
+  epsilon = spdz2k.client_masked_input(ring.encode(scaled, spec), client_masks, spec)
   epsilon = jnp.where(submitted[:, None], epsilon, jnp.uint64(0))
   round_tag, attempt_tag = _tags(submitted, round_idx, attempt)
   return ClientSubmission(round_tag, epsilon, submitted, attempt_tag)
@@ -214,15 +226,19 @@ def _estimate_from_shares(value, epsilon, submitted, coalition, bits):
 
 @functools.partial(jax.jit, static_argnames=('mode', 'spec', 'adversarial',
                                              'coalition'))
-def _servers_step_by_step(prep, payload, submitted, mac_key_words, max_weight, params,
+def _servers_step_by_step(input_masks, payload, submitted, mac_key_words, max_weight, params,
                           previous_value_words, previous_mac_words, has_previous, mode,
                           spec, adversarial, coalition):
-  """Servers on materialised per-client shares: INPUT → LOCAL SUMS → OPEN."""
+  """Servers on materialised per-client shares: INPUT → LOCAL SUMS → OPEN.
+
+  ``input_masks`` is the servers' part of the dealer's message (``prep.input_masks``);
+  the clients' masks (``prep.client_masks``) never reach a server.
+  """
   privateyes = mode == 'privateyes'
   bits = spec.ring_bits if privateyes else spec.k
   mac_key_shares = ring.from_words(mac_key_words) if privateyes else None
   if privateyes:
-    inputs = spdz2k.input_from_masked(prep.input_masks, payload, mac_key_shares, spec)
+    inputs = spdz2k.input_from_masked(input_masks, payload, mac_key_shares, spec)
     value, mac = inputs.value, inputs.mac
   else:
     value, mac = payload, None
@@ -553,7 +569,7 @@ class SecureAggregator:
         0 <= adversary.client < num_clients):
       raise ValueError(f'adversary.client={adversary.client} is not a client in '
                        f'[0, {num_clients}).')
-    if adversary.kind in adversary_lib.SUM_KINDS and adversary.element >= num_elements:
+    if adversary.kind in adversary_lib.ELEMENT_KINDS and adversary.element >= num_elements:
       raise ValueError(f'adversary.element={adversary.element} is not an element '
                        f'in [-1, {num_elements}).')
     if adversary.needs_previous_shares and num_params != self.num_params:
@@ -948,7 +964,8 @@ class SecureAggregator:
 
   def preprocess(self, state: SecureAggregatorState, key: jax.Array,
                  num_clients: int, num_elements: int) -> Preprocessing | None:
-    """DEALER: this attempt's authenticated masks ``[S, C, E]`` (None semi-honest)."""
+    """DEALER: this attempt's authenticated masks ``[S, C, E]`` for the servers and
+    each client's own mask ``[C, E]`` (``Preprocessing``; None semi-honest)."""
     if self.mode != 'privateyes':
       return None
     with jax.enable_x64(True):
@@ -962,6 +979,11 @@ class SecureAggregator:
                             key: jax.Array, round_idx: int,
                             attempt: int = 0) -> ClientSubmission:
     """Clients: scale by w_c / w_max, range-check, encode, mask or share, tag.
+
+    privateyes: client c masks with r_c mod 2^k from the DEALER (``prep.client_masks``),
+    the only message it receives before it inputs. No server sends it a share of
+    its mask, so a malicious server has no channel to shift an honest client's
+    input (adversary kind ``wrong_mask_to_client``: such a message is never read).
 
     Args:
       prep: this round's preprocessing (privateyes) or None.
@@ -989,7 +1011,7 @@ class SecureAggregator:
                      what=_RANGE_WHAT)
     with jax.enable_x64(True):
       if self.mode == 'privateyes':
-        return _clients_privateyes(scaled, submitted, prep.input_masks.value,
+        return _clients_privateyes(scaled, submitted, prep.client_masks,
                                    jnp.int32(round_idx), jnp.int32(attempt), self.spec)
       seeds = round_seeds(key, jnp.uint32(attempt), num_clients, self.num_servers,
                           self.mode)
@@ -1024,7 +1046,7 @@ class SecureAggregator:
       previous_value, previous_mac = self._previous_words(state, num_elements)
       start = time.perf_counter()
       out, values, macs, estimate = jax.block_until_ready(_servers_step_by_step(
-          prep, submission.payload, submission.submitted, state.mac_key_shares,
+          None if prep is None else prep.input_masks, submission.payload, submission.submitted, state.mac_key_shares,
           jnp.float32(self.max_weight), self._adversary_params(num_elements),
           previous_value, previous_mac, state.has_previous, mode=self.mode,
           spec=self.spec, adversarial=adversary.deviates_in_aggregation,

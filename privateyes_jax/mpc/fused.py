@@ -23,9 +23,12 @@ What is accumulated (all arithmetic mod 2^(k+s) for privateyes, 2^k otherwise):
   shares of Σ_c x_c are V_i = R_i + [i = 0] Eps and M_i = Mr_i + α_i Eps for
   i < S-1, M_S-1 = α Σ_i R_i − Σ_i Mr_i + α_S-1 Eps, exactly the sums of the
   per-client shares [[x_c]] = [[r_c]] + ε_c. The OFFLINE (dealer) phase sums the
-  masks' shares of the whole cohort from the seeds alone; the ONLINE phase needs
-  only r_c mod 2^k per client element (what client c learns of its mask) to form
-  ε_c, and the servers subtract the shares of clients that dropped out.
+  masks' shares of the whole cohort from the seeds alone, and hands client c the
+  seed s_c,S-1 of its own mask (16 bytes; no server sends the client anything, so
+  no server can shift an honest client's input: docs/MPC.md §3 step 2); the ONLINE
+  phase needs only r_c mod 2^k per client element, which client c expands from
+  that seed (``client_mask``), to form ε_c, and the servers subtract the shares of
+  clients that dropped out.
 * semi-honest (client c's share for server i < S-1 is PRG(seed_ci)[lane 0], the
   last is x_c − Σ others): A_i = Σ_c s_ci (S-1) and X = Σ_c x_c; V_i = A_i,
   V_S-1 = X − Σ_i A_i.
@@ -163,9 +166,15 @@ def _mask_words(seeds, counter, num_servers, spec, prg):
 
 
 def client_mask(seeds, counter, num_servers, spec, prg):
-  """What client c learns of its mask in the online phase: r_c mod 2^k, ``[n, E]`` uint64.
+  """Client c's mask r_c mod 2^k, ``[n, E]`` uint64, expanded from the dealer's seed.
 
-  One PRG block per element (the dealer's stream for r_c, `_mask_words`): a third
+  The DEALER sends client c the seed s_c,S-1 of r_c in the offline phase (the
+  servers send it nothing: a share they sent would not be authenticated towards
+  the client, docs/DECISIONS.md "Masks reach the client from the dealer"); the
+  client expands lane 0 of it, exactly the dealer's stream for r_c
+  (`_mask_words`), and keeps the low k bits. Lane 1 of that seed is unused. The
+  client thus knows its own mask, its own randomness; α and the MAC shares never
+  reach it. One PRG block per element: a third
   of the dealer's S blocks per client element. (Using both lanes of half as many
   blocks measured no faster on XLA:CPU: the interleave costs what it saves.)
   """
@@ -190,8 +199,14 @@ def _sum(arrays, bits):
   return _mask(total, bits)
 
 
-def input_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.AuthShares:
-  """DEALER: [[r_c]] for the clients of ``seeds`` ``[n, S, 2]``: ``[S, n, E]``."""
+def input_masks(seeds, mac_key_shares, num_elements, spec, prg, *,
+                with_client_masks=False):
+  """DEALER: [[r_c]] for the clients of ``seeds`` ``[n, S, 2]``: ``[S, n, E]``.
+
+  With ``with_client_masks``, returns (``AuthShares``, r_c mod 2^k ``[n, E]``): the
+  second is the dealer's message to each client, bit for bit what the client
+  expands from the seed it is sent (`client_mask`).
+  """
   num_servers = mac_key_shares.shape[0]
   counter = prg_lib.element_counter(num_elements)
   values, macs, r = _mask_words(seeds, counter, num_servers, spec, prg)
@@ -199,7 +214,10 @@ def input_masks(seeds, mac_key_shares, num_elements, spec, prg) -> spdz2k.AuthSh
   alpha = spdz2k.dealer_mac_key(mac_key_shares, spec)
   last_mac = ring.mask_bits(alpha * r - _sum(macs, 64), bits) if macs else (
       ring.mask_bits(alpha * r, bits))
-  return spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs + [last_mac]))
+  masks = spdz2k.AuthShares(jnp.stack(values), jnp.stack(macs + [last_mac]))
+  if with_client_masks:
+    return masks, ring.mask_bits(r, spec.k)
+  return masks
 
 
 def semi_honest_shares(seeds, x, spec, prg):
@@ -318,7 +336,7 @@ def _chunk(n, acc, stats, block, block_offset, weights, seeds, max_weight, *,
       # 'retract' is the dealer's sums over the dropped clients only.
       terms += (values if phase == 'all' else values[:-1] + [r]) + macs
     if phase in ('online', 'all'):
-      # The client only learns r_c mod 2^k.
+      # The client expands r_c mod 2^k from the seed the dealer sent it.
       r_low = (_mask(r, spec.k) if phase == 'all' else
                client_mask(row_seeds, counter, num_servers, spec, prg))
       epsilon = jnp.where(submitted[:, None], _mask(x - r_low, spec.k), zero)

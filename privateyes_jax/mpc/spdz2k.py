@@ -171,19 +171,24 @@ def mul_public(a: AuthShares, c: jax.Array, spec: ring.RingSpec) -> AuthShares:
 # --------------------------------------------------------------------------
 
 
-def open_mask_to_client(mask_value_shares: jax.Array,
-                        spec: ring.RingSpec) -> jax.Array:
-  """Each server sends r_i mod 2^k to the client only; the client sums them.
+def mask_mod_2k(mask_value_shares: jax.Array, spec: ring.RingSpec) -> jax.Array:
+  """DEALER (and tests): r mod 2^k from the value shares of [[r]].
 
-  The servers only need ε mod 2^k (the protocol is correct modulo 2^k), so the
-  client learns r mod 2^k and nothing about α or the MACs.
+  This is what the dealer delivers to the client before it inputs (a deployment
+  sends the 16-byte seed of r instead, which the client expands; docs/MPC.md §3
+  step 2). No server sends the client anything: a server's share is not
+  authenticated towards the client, so a malicious server could shift an honest
+  client's input through it without breaking any MAC (docs/DECISIONS.md, "Masks
+  reach the client from the dealer"). The servers only need ε mod 2^k (the
+  protocol is correct modulo 2^k), so r mod 2^k is all the client needs; the rest
+  of r, α and the MACs stay away from it.
 
   Args:
     mask_value_shares: uint64 ``[servers, ...]`` value shares of [[r]].
     spec: the ring.
 
   Returns:
-    uint64 ``[...]``: r mod 2^k, known to the client alone.
+    uint64 ``[...]``: r mod 2^k.
   """
   return sharing.reconstruct(ring.mask_bits(mask_value_shares, spec.k), spec.k)
 

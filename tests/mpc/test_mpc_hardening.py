@@ -21,6 +21,7 @@ from privateyes_jax.mpc import coin as coin_lib
 from privateyes_jax.mpc import consistency
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import security_suite
+from privateyes_jax.mpc import spdz2k
 from privateyes_jax.privacy import dp as dp_lib
 
 SPEC = ring.RingSpec()
@@ -342,3 +343,54 @@ def test_the_engine_resumes_an_aborted_round_at_a_new_attempt(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resumed, retired)
   fresh = types.SimpleNamespace(path=str(tmp_path / 'none'))
   assert engine._resume_retired_attempts(fresh, _make(), checkpoint) is checkpoint  # pylint: disable=protected-access
+
+
+def _both_paths(agg, state, updates, weights, key):
+  """One round on `apply` and on preprocess / package_client_inputs / aggregate."""
+  num_clients, num_params = updates.shape
+  _, fused_result = agg.apply(state, updates, weights, key, 0)
+  prep = agg.preprocess(state, key, num_clients, num_params + 1)
+  submission = agg.package_client_inputs(prep, updates, weights, key, 0)
+  _, step_result, _ = agg.aggregate(state, prep, submission, key, 0, num_params)
+  return prep, fused_result, step_result
+
+
+def test_a_server_has_no_channel_to_shift_an_honest_clients_mask():
+  """#15 gap: the client's mask comes from the dealer, never from the servers. Kills: the
+  client sums the servers' (possibly shifted) shares of its mask, as before the fix (the
+  round then passes with the output shifted: seen failing on the step-by-step path)."""
+  updates, weights = _inputs()
+  key = jax.random.key(2)
+  shift = 3 << SPEC.f  # 3.0 on client 1's first parameter: a large, silent bias.
+  cheat = _make(adversary=adversary_lib.AdversarySpec(
+      'wrong_mask_to_client', server=2, client=1, magnitude=shift, element=0))
+  state = cheat.init(jax.random.key(1))
+  prep, fused_cheat, step_cheat = _both_paths(cheat, state, updates, weights, key)
+  _, fused_honest, step_honest = _both_paths(_make(), state, updates, weights, key)
+  # The malicious server's message is real: summed with the others it is r_c + shift.
+  with jax.enable_x64(True):
+    messages = adversary_lib.mask_messages(cheat.adversary.params(), prep.input_masks.value,
+                                           SPEC.k)
+    summed = np.asarray(spdz2k.mask_mod_2k(messages, SPEC))
+  expected = np.asarray(prep.client_masks).copy()
+  expected[1, 0] = (int(expected[1, 0]) + shift) % 2**SPEC.k
+  np.testing.assert_array_equal(summed, expected)
+  # The client never reads it: both paths give the honest round bit for bit.
+  for name, cheated, honest in (('apply', fused_cheat, fused_honest),
+                                ('step by step', step_cheat, step_honest)):
+    assert cheated.ok and honest.ok, (name, cheated.failure)
+    np.testing.assert_array_equal(cheated.mean_update, honest.mean_update, err_msg=name)
+    np.testing.assert_array_equal(cheated.total_weight, honest.total_weight, err_msg=name)
+  np.testing.assert_array_equal(step_honest.mean_update, fused_honest.mean_update)
+
+
+def test_a_mask_message_adversary_is_checked_like_the_others():
+  with pytest.raises(ValueError, match='semi-honest mode does not have'):
+    aggregator_lib.SecureAggregator(
+        spec=SPEC, num_servers=3, max_weight=MAX_WEIGHT, mode='privateyes_semi_honest',
+        adversary=adversary_lib.AdversarySpec('wrong_mask_to_client'))
+  with pytest.raises(ValueError, match='0 mod 2\\^k'):
+    _make(adversary=adversary_lib.AdversarySpec('wrong_mask_to_client', magnitude=1 << SPEC.k))
+  agg = _make(adversary=adversary_lib.AdversarySpec('wrong_mask_to_client', client=3))
+  with pytest.raises(ValueError, match='adversary.client=3'):
+    agg.apply(agg.init(jax.random.key(0)), *_inputs(), jax.random.key(1), 0)

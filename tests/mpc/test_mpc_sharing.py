@@ -127,7 +127,7 @@ def _privateyes_input(key, x, num_servers, spec):
   key_mac, key_mask = jax.random.split(key)
   alpha = spdz2k.dealer_mac_key_shares(key_mac, num_servers, spec)
   mask = spdz2k.dealer_input_masks(key_mask, alpha, x.shape, spec)
-  r_client = spdz2k.open_mask_to_client(mask.value, spec)
+  r_client = spdz2k.mask_mod_2k(mask.value, spec)  # The dealer's message to the client.
   epsilon = spdz2k.client_masked_input(x, r_client, spec)
   inputs = spdz2k.input_from_masked(mask, epsilon, alpha, spec)
   return inputs.value, inputs.mac, epsilon

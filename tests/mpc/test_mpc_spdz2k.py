@@ -25,7 +25,7 @@ def _privateyes_sum(key, x_ring, submitted, num_servers, spec):
   keys = jax.random.split(key, 5)
   alpha = spdz2k.dealer_mac_key_shares(keys[0], num_servers, spec)
   masks = spdz2k.dealer_input_masks(keys[1], alpha, x_ring.shape, spec)
-  r_client = spdz2k.open_mask_to_client(masks.value, spec)
+  r_client = spdz2k.mask_mod_2k(masks.value, spec)  # The dealer's message to the client.
   epsilon = spdz2k.client_masked_input(x_ring, r_client, spec)
   inputs = spdz2k.input_from_masked(masks, epsilon, alpha, spec)
   total = spdz2k.sum_over_clients(inputs, submitted, spec)
