@@ -46,9 +46,10 @@ KELLER_SUN_MNIST_HOURS = 3.5  # ICML 2022 abstract: MNIST CNN to 99.2% in MPC.
 class RoundCosts:
   """Communication of one aggregation round (bytes and network rounds)."""
   client_upload_bytes: float  # Per submitting client.
-  client_download_bytes: float  # Per submitting client, beyond the model broadcast.
+  client_download_bytes: float  # Per submitting client, beyond the model broadcast
+  # (privateyes: the dealer's seed of its mask, sent in the offline phase).
   server_send_bytes: float  # Per server, to clients and other servers.
-  interaction_rounds: float  # Sequential network rounds (client and server).
+  interaction_rounds: float  # Sequential online network rounds (client and server).
   plain_fl_upload_bytes: float  # The same client's upload under plain FL.
 
   def as_stats(self, prefix: str = 'mpc/') -> dict[str, float]:
@@ -89,27 +90,31 @@ def privateyes_costs(spec: ring.RingSpec, num_servers: int, num_submitted: int,
                      num_elements: int) -> RoundCosts:
   """Maliciously secure PrivatEyes (SPDZ2k), one aggregation round.
 
-  Client c: receives r_i mod 2^k from every server (S·E·⌈k/8⌉), broadcasts
-  ε = x − r mod 2^k to every server (S·E·⌈k/8⌉).
-  Server i sends: its mask shares to every submitting client (C·E·⌈k/8⌉); a
-  digest of the ε it received, so servers agree on the broadcast ((S-1)·32);
-  its share of the opened sum, k+s bits ((S-1)·E·⌈(k+s)/8⌉); the coin toss for
-  χ (commit (S-1)·32, reveal (S-1)·(16+16)); its check value (commit (S-1)·32,
-  reveal (S-1)·(⌈(k+s)/8⌉+16)).
-  Rounds: masks → client, ε → servers, open (+ ε digest + coin commit),
-  coin reveal, z commit, z reveal = 6.
+  Client c: receives the 16-byte seed of its mask r_c from the DEALER in the
+  offline phase (once per attempt; it expands r_c mod 2^k itself), broadcasts
+  ε = x − r mod 2^k to every server (S·E·⌈k/8⌉). No server sends a client its
+  mask: a share from a server is not authenticated towards the client, so a
+  malicious one could shift an honest client's input unnoticed (docs/MPC.md §3
+  step 2). Before that fix the client downloaded S·E·⌈k/8⌉ (every server's share
+  of r_c mod 2^k) and the servers sent C·E·⌈k/8⌉ more, in one more round.
+  Server i sends: a digest of the ε it received, so servers agree on the
+  broadcast ((S-1)·32); its share of the opened sum, k+s bits ((S-1)·E·⌈(k+s)/8⌉);
+  the coin toss for χ (commit (S-1)·32, reveal (S-1)·(16+16)); its check value
+  (commit (S-1)·32, reveal (S-1)·(⌈(k+s)/8⌉+16)).
+  Online rounds: ε → servers, open (+ ε digest + coin commit), coin reveal,
+  z commit, z reveal = 5 (the dealer's seed travels before the round, with the
+  servers' preprocessing: ``dealer_send_bytes``).
   """
+  del num_submitted  # Server traffic no longer depends on it in this mode.
   s1 = num_servers - 1
-  mask_to_client = num_elements * spec.value_bytes
-  client_download = num_servers * mask_to_client
+  client_download = SEED_BYTES
   client_upload = num_servers * num_elements * spec.value_bytes
-  server_send = (num_submitted * mask_to_client
-                 + s1 * DIGEST_BYTES
+  server_send = (s1 * DIGEST_BYTES
                  + s1 * num_elements * spec.share_bytes
                  + s1 * (DIGEST_BYTES + SEED_BYTES + NONCE_BYTES)
                  + s1 * (DIGEST_BYTES + spec.share_bytes + NONCE_BYTES))
   return RoundCosts(float(client_upload), float(client_download), float(server_send),
-                    6.0, float(FLOAT32_BYTES * (num_elements - 1)))
+                    5.0, float(FLOAT32_BYTES * (num_elements - 1)))
 
 
 def dealer_send_bytes(spec: ring.RingSpec, num_servers: int, num_submitted: int,
@@ -117,12 +122,19 @@ def dealer_send_bytes(spec: ring.RingSpec, num_servers: int, num_submitted: int,
   """Seed-compressed preprocessing of one privateyes round (simulated DEALER).
 
   The dealer sends each server i < S-1 one 16-byte seed per client (its value
-  and MAC shares of [[r_c]] are PRG expansions of it) and the last server both
-  of its shares in full, r_c − Σ others and α·r_c − Σ others (2·E·⌈(k+s)/8⌉ per
-  client): the dealer's own seed of r_c must stay with the dealer. A deployment replaces the dealer by SPDZ2k's preprocessing,
-  whose cost ``estimate_offline_phase`` estimates.
+  and MAC shares of [[r_c]] are PRG expansions of it), the last server both of
+  its shares in full, r_c − Σ others and α·r_c − Σ others (2·E·⌈(k+s)/8⌉ per
+  client), and client c the 16-byte seed of r_c itself, from which the client
+  expands its mask (no server may learn that seed, and no server delivers the
+  mask: docs/MPC.md §3 step 2). ``num_submitted``: the clients the dealer
+  prepares for (the aggregator passes the whole cohort: dropouts are not known
+  in advance). A deployment replaces the dealer by SPDZ2k's preprocessing, whose
+  cost ``estimate_offline_phase`` estimates; without a dealer, the client's mask
+  must come from the servers and needs a client-side check
+  (docs/VALIDITY_DESIGN.md §6).
   """
-  per_client = (num_servers - 1) * SEED_BYTES + 2 * num_elements * spec.share_bytes
+  per_client = (num_servers * SEED_BYTES  # S-1 servers' seeds and the client's seed.
+                + 2 * num_elements * spec.share_bytes)
   return num_submitted * per_client
 
 

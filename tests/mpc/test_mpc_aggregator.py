@@ -213,10 +213,12 @@ def test_round_costs_formulas():
   assert seeded.client_upload_bytes == 1001 * 4 + 2 * costs.SEED_BYTES
   mal = costs.privateyes_costs(spec, 3, 10, 1001)
   assert mal.client_upload_bytes == 3 * 1001 * 4
-  assert mal.client_download_bytes == 3 * 1001 * 4
-  assert mal.server_send_bytes == (10 * 1001 * 4 + 2 * 32 + 2 * 1001 * 8
+  # The dealer's 16-byte seed of r_c, not every server's share of it (#15 gap): no
+  # masks from the servers to the clients, and one online round fewer.
+  assert mal.client_download_bytes == costs.SEED_BYTES
+  assert mal.server_send_bytes == (2 * 32 + 2 * 1001 * 8
                                    + 2 * (32 + 16 + 16) + 2 * (32 + 8 + 16))
-  assert mal.interaction_rounds == 6
+  assert mal.interaction_rounds == 5
   offline = costs.estimate_offline_phase(costs.num_preprocessed_masks(10, 1001))
   assert offline['offline_masks'] == 10 * 1001
   assert offline['offline_estimate_s'] == pytest.approx(10 * 1001 / 3000.0)

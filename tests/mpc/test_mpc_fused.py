@@ -250,7 +250,8 @@ def test_seed_compressed_costs_are_reported():
   elements = NUM_PARAMS + 1
   assert result.stats['mpc/client_upload_bytes'] == elements * 4 + 2 * costs.SEED_BYTES
   assert result.stats['mpc/client_upload_bytes_uncompressed'] == 3 * elements * 4
-  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 10 * (2 * 16 + 2 * 1001 * 8)
+  # Per client: seeds for servers 0 and 1 and for the client itself, server 2's shares.
+  assert costs.dealer_send_bytes(SPEC, 3, 10, 1001) == 10 * (3 * 16 + 2 * 1001 * 8)
 
 
 @pytest.mark.parametrize('kind', ['none', 'add_error'])
