@@ -1046,7 +1046,8 @@ class SecureAggregator:
       previous_value, previous_mac = self._previous_words(state, num_elements)
       start = time.perf_counter()
       out, values, macs, estimate = jax.block_until_ready(_servers_step_by_step(
-          None if prep is None else prep.input_masks, submission.payload, submission.submitted, state.mac_key_shares,
+          None if prep is None else prep.input_masks, submission.payload,
+          submission.submitted, state.mac_key_shares,
           jnp.float32(self.max_weight), self._adversary_params(num_elements),
           previous_value, previous_mac, state.has_previous, mode=self.mode,
           spec=self.spec, adversarial=adversary.deviates_in_aggregation,
