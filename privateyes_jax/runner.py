@@ -59,6 +59,9 @@ def validate(config) -> None:
                        f'{config.method!r}: its privacy would be silently absent.')
     if attackers.get('kind', 'none') != 'none':
       raise ValueError(f'fl.malicious applies to federated runs, not method={config.method!r}.')
+    if config.get('aggregator', {}).get('validity', {}).get('enabled', False):
+      raise ValueError(f'aggregator.validity.enabled applies to federated runs, not method='
+                       f'{config.method!r}: its check would be silently absent.')
   label_scaling_lib.validate(config.data)
   if config.data.get('num_val_people', 0) < 0:
     raise ValueError(f'config.data.num_val_people must be >= 0, got {config.data.num_val_people}.')

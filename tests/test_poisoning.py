@@ -7,7 +7,7 @@ from experiments import poisoning
 from experiments.configs import poisoning as poisoning_configs
 
 
-def test_poisoning_table_excludes_the_boosted_client_and_marks_the_missing_mpc_check(tmp_path):
+def test_poisoning_table_excludes_the_boosted_client_in_the_clear_and_inside_the_mpc(tmp_path):
   config = poisoning_configs.get_config('tiny')
   out = poisoning.run_poisoning(config, str(tmp_path))
   rows = {r['run']: r for r in out['rows']}
@@ -20,7 +20,18 @@ def test_poisoning_table_excludes_the_boosted_client_and_marks_the_missing_mpc_c
   assert all(m['excluded_clients'] == ['p00'] for m in metrics)  # Every round, by name.
   with open(os.path.join(run, 'summary.json')) as f:
     assert json.load(f)['method'].endswith('+boostx50(1)+normcheck')
-  assert rows['privateyes_boost_normcheck']['check'] == poisoning.MPC_CHECK_MISSING
+  # PrivatEyes: the same bound, checked inside the MPC without opening any update.
+  assert rows['privateyes_boost_validity']['check'] == poisoning.MPC_CHECK
+  assert rows['privateyes_boost_validity']['excluded_clients'] == ['p00']
+  assert rows['privateyes_clean_validity']['excluded_clients'] == []
+  assert rows['privateyes_boost']['excluded_clients'] == []  # The MAC check alone is blind.
+  run = os.path.join(tmp_path, 'privateyes_boost_validity')
+  with open(os.path.join(run, 'metrics.jsonl')) as f:
+    metrics = [json.loads(line) for line in f if '"round"' in line]
+  assert all(m['excluded_clients'] == ['p00'] and m['mpc/validity_excluded'] == 1
+             for m in metrics)
+  with open(os.path.join(run, 'summary.json')) as f:
+    assert '+validity(C=' in json.load(f)['method']
   assert out['norm_bound'] == config.bound_margin * out['shadow_honest_max_norm']
   with open(os.path.join(tmp_path, 'poisoning.json')) as f:
     assert json.load(f)['rows'][0]['run'] == 'fedavg_clean'

@@ -143,6 +143,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # bound (plain FL, where the server sees the updates; the in-MPC check for PrivatEyes
   # is designed in docs/VALIDITY_DESIGN.md and not built yet).
   c.aggregator.norm_bound = 0.0
+  # The norm-bound validity check inside the MPC (privateyes only; docs/VALIDITY_DESIGN.md):
+  # honest clients clip w̃·Δ to clip_norm, the servers exclude by name every client whose
+  # input is above it, without opening any input.
+  c.aggregator.validity = ml_collections.ConfigDict()
+  c.aggregator.validity.enabled = False
+  c.aggregator.validity.clip_norm = 1.0  # C: L2 bound of one client's scaled update.
+  c.aggregator.validity.tau = 2  # Consistency repetitions: soundness 2^(-32 tau).
+  c.aggregator.validity.slack_bits = 63
+  c.aggregator.validity.element_chunk = 1 << 14  # Elements per server program (memory).
   c.aggregator.dp = ml_collections.ConfigDict()
   c.aggregator.dp.enabled = False
   c.aggregator.dp.clip_norm = 1.0  # C: L2 bound of one client's update Δ_c.

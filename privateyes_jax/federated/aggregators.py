@@ -38,6 +38,8 @@ class AggregateResult(NamedTuple):
   failure: str  # Empty when ok; otherwise which check failed and why.
   view: Any  # What the observing party saw this round (None if not recorded).
   stats: dict[str, float]  # Costs and timings for metrics.jsonl.
+  excluded: tuple[int, ...] = ()  # Clients (indices into the round's rows) that a
+  # validity check excluded by name (aggregator.validity); their input is not in the sum.
 
 
 class Aggregator(Protocol):

@@ -60,15 +60,21 @@ def build_aggregator(config, num_clients: int, num_params: int, dp=None):
   del num_clients  # The MPC ring bounds are checked per round on the real client count.
   agg = config.aggregator
   record = bool(config.get('record_views', ''))
+  validity = agg.get('validity')
+  if agg.name != 'privateyes' and validity is not None and validity.get('enabled', False):
+    raise ValueError(f'aggregator.validity needs aggregator.name=privateyes, not {agg.name!r} '
+                     '(plain FL checks norms in the clear: aggregator.norm_bound).')
   if agg.name == 'mean':
     return aggregators_lib.MeanAggregator(record_view=record, dp=dp)
   if agg.name in ('privateyes', 'privateyes_semi_honest'):
     from privateyes_jax.mpc import aggregator as mpc_aggregator  # pylint: disable=g-import-not-at-top
+    from privateyes_jax.mpc import validity as validity_lib  # pylint: disable=g-import-not-at-top
     mpc_config = {'k': agg.k, 'f': agg.f, 's': agg.s, 'num_servers': agg.num_servers,
                   'mode': agg.name, 'coalition': tuple(agg.coalition), 'record_view': record,
                   'adversary': dict(agg.adversary), 'client_chunk': agg.get('client_chunk', 0),
                   'prg': agg.get('prg', 'threefry2x64'),
-                  'min_clients': agg.get('min_clients', 3), 'dp': dp}
+                  'min_clients': agg.get('min_clients', 3), 'dp': dp,
+                  'validity': validity_lib.ValiditySettings.from_config(agg.get('validity'))}
     # The public bound on a client's weight (samples used per round) scales the
     # weighted inputs into [0, 1] before sharing; see mpc/aggregator.py.
     return mpc_aggregator.SecureAggregator.from_config(
@@ -124,6 +130,9 @@ def method_label(config) -> str:
               f'({len(attackers.get("clients", ()))})')
   if config.aggregator.get('norm_bound', 0.0):
     label += '+normcheck'
+  validity = config.aggregator.get('validity')
+  if validity is not None and validity.get('enabled', False):
+    label += f'+validity(C={validity.clip_norm:g})'
   return label
 
 
@@ -171,9 +180,9 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
   if norm_bound < 0 or not np.isfinite(norm_bound):
     raise ValueError(f'aggregator.norm_bound={norm_bound} must be >= 0 (0: no check).')
   if norm_bound and aggregator is not None and aggregator.name != 'mean':
-    raise ValueError(f'aggregator.norm_bound with {aggregator.name}: the in-MPC validity check '
-                     'is designed (docs/VALIDITY_DESIGN.md) but not built yet; only plain FL '
-                     '(aggregator.name=mean) checks norms, in the clear.')
+    raise ValueError(f'aggregator.norm_bound with {aggregator.name}: the servers cannot see '
+                     'the updates; set aggregator.validity (the check inside the MPC) instead.')
+  validity = getattr(aggregator, 'validity', None)
   max_weight = fl.local_steps * config.batch_size
   ledger = dp_lib.Ledger(dp, config.seed) if dp else None
   dp_slots = dp_lib.capacity(num_clients, dp.sampling_rate) if dp else 0
@@ -287,6 +296,9 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
                    if attackers and aggregator.name != 'mean' else {})
       agg_state, result = aggregator.apply(state['aggregator_state'], updates,
                                            weights, agg_key, r, record_view=record, **unchecked)
+      if result.excluded:  # The validity check inside the MPC, by name.
+        excluded = [store.names[client_ids[i]] for i in result.excluded]
+        logging.info('Round %d: the validity check excluded %s.', r + 1, ', '.join(excluded))
       skipped = (dp is not None and not result.ok
                  and result.failure.startswith(mpc_cohort_too_small()))
       if skipped:
@@ -323,7 +335,7 @@ def train(config, workdir: Workdir, model, train_people, test_people, label_kind
            'seconds': elapsed, **stats, **(ledger.row(done) if ledger else {})}
     if dp:
       row['dp/skipped'] = int(skipped)
-    if norm_bound and not local_only:
+    if (norm_bound or validity is not None) and not local_only:
       row['excluded_clients'] = excluded
     if 'mpc/preprocessing_s' in stats:
       # What a deployment waits for: its dealer (offline phase) runs before the round.

@@ -44,6 +44,14 @@ wrong_mask_to_client sends ``client`` a mask message: its value share of r_c
                      takes its mask from the DEALER instead and reads nothing a
                      server sends before it inputs, so the round is the honest
                      one bit for bit (nothing to detect; ``INERT_KINDS``).
+tamper_zero_test     validity check only (``aggregator.validity``): adds
+                     ``magnitude`` to its share of zero test ``element`` of
+                     ``client`` before the zero tests are opened, to get an
+                     honest client excluded: caught by the check's MAC check,
+                     the round aborts and nobody is excluded.
+tamper_bit_share     validity check only: adds ``magnitude`` to its share of bit 0
+                     of element ``element`` of ``client``'s range-proof bits: the
+                     client's zero tests fail, and so does the MAC check.
 ==================== ==========================================================
 
 A *passive* coalition of up to S-1 servers follows the protocol but pools
@@ -71,11 +79,15 @@ from privateyes_jax.mpc import ring
 
 KINDS = ('none', 'add_error', 'flip_bits', 'corrupt_mac', 'corrupt_check_value',
          'drop_client', 'replay_client', 'high_error', 'cancel_chi', 'guess_mac',
-         'rush_coin', 'inconsistent_model', 'wrong_mask_to_client')
+         'rush_coin', 'inconsistent_model', 'wrong_mask_to_client', 'tamper_zero_test',
+         'tamper_bit_share')
 MAC_ONLY_KINDS = ('corrupt_mac', 'corrupt_check_value', 'high_error', 'cancel_chi',
                   'guess_mac', 'rush_coin')  # Need the MAC check.
 MASK_KINDS = ('wrong_mask_to_client',)  # Act on the privateyes input masks.
-CLIENT_KINDS = ('drop_client', 'replay_client', 'inconsistent_model', 'wrong_mask_to_client')
+# The validity check's values (``validity.Tamper``); only with aggregator.validity.
+VALIDITY_KINDS = ('tamper_zero_test', 'tamper_bit_share')
+CLIENT_KINDS = ('drop_client', 'replay_client', 'inconsistent_model', 'wrong_mask_to_client',
+                'tamper_zero_test', 'tamper_bit_share')
 SUM_KINDS = ('add_error', 'flip_bits', 'corrupt_mac')
 ELEMENT_KINDS = SUM_KINDS + ('wrong_mask_to_client',)  # Take one ``element`` (or -1).
 # Deviations the protocol offers no channel for: the round is the honest one, there
@@ -159,6 +171,9 @@ class AdversarySpec:
                        'mod 2^(k+s).')
     if self.element < -1:
       raise ValueError(f'AdversarySpec.element={self.element} must be >= -1.')
+    if self.kind in VALIDITY_KINDS and (self.element < 0 or self.magnitude % 2**128 == 0):
+      raise ValueError(f'Adversary kind {self.kind!r} needs element >= 0 (a zero test or an '
+                       'element of the client) and magnitude != 0 mod 2^128.')
 
   def params(self, guess: tuple[int, ...] | None = None) -> 'AdversaryParams':
     """Kind and numbers as traced arrays: one compilation serves every kind.

@@ -71,6 +71,7 @@ from privateyes_jax.mpc import prg as prg_lib
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import sharing
 from privateyes_jax.mpc import spdz2k
+from privateyes_jax.mpc import validity as validity_lib
 from privateyes_jax.privacy import discrete_gaussian
 from privateyes_jax.privacy import dp as dp_lib
 
@@ -98,6 +99,10 @@ OUTPUT_OUT_OF_RANGE = 'opened total weight out of range'  # Failure prefix.
 # Key derivation tags of the servers' DP noise (docs/MPC.md §5b).
 _NOISE_SAMPLING = 0x44504E53  # Each server's own noise draw: per round and server.
 _NOISE_INPUT = 0x44504E49  # The dealer's masks of the noise inputs: per attempt too.
+_VALIDITY_DEALER = 0x56414C44  # The dealer's validity material: per attempt and client.
+# Deviations the validity-checked round does not model (they act on the fused path's
+# per-client shares); the sum, coin, check and tamper_* kinds are wired in.
+_NOT_WITH_VALIDITY = ('drop_client', 'replay_client', 'wrong_mask_to_client')
 # Largest chance, per round, that some noise element leaves the ring's headroom.
 NOISE_HEADROOM_FAILURE = 1e-12
 
@@ -367,6 +372,10 @@ class SecureAggregator:
     server_rng: the servers' own randomness (coin contributions, commitment
       nonces): None = OS entropy (``secrets``); a ``numpy.random.Generator`` only
       in tests that compare two code paths bit for bit.
+    validity: the norm-bound validity check inside the MPC (``validity.ValiditySettings``,
+      docs/VALIDITY_DESIGN.md): honest clients clip w̃Δ to its clip_norm; the servers
+      check every client's input against the bound without opening it and exclude
+      the failing clients by name (``AggregateResult.excluded``).
     dp: client-level DP (``privacy.dp.DPSettings``): every server inputs its own
       discrete Gaussian noise of std ``dp_lib.mpc_noise_std`` into the sum before
       it is opened, and the mean divides by the public q·N (docs/MPC.md §5b).
@@ -386,6 +395,7 @@ class SecureAggregator:
   min_clients: int = DEFAULT_MIN_CLIENTS
   server_rng: Any = dataclasses.field(default=None, compare=False)
   dp: dp_lib.DPSettings | None = None
+  validity: validity_lib.ValiditySettings | None = None
 
   def __post_init__(self):
     sharing.check_num_servers(self.num_servers)
@@ -408,6 +418,22 @@ class SecureAggregator:
     prg_lib.check_prg(self.prg)
     if not isinstance(self.min_clients, int) or self.min_clients < 1:
       raise ValueError(f'min_clients={self.min_clients!r} must be an int >= 1.')
+    if self.validity is not None:
+      if self.mode != 'privateyes':
+        raise ValueError(f'aggregator.validity needs mode privateyes (MACs), not {self.mode!r}.')
+      if self.dp is not None:
+        raise ValueError('aggregator.validity with aggregator.dp is not built yet: the '
+                         'servers\' noise inputs are not range-checked; use one of them.')
+      if self.record_view:
+        raise ValueError('record_view with aggregator.validity: the coalition view of a '
+                         'checked round is not recorded yet; set record_views to \'\'.')
+      if self.adversary.kind in _NOT_WITH_VALIDITY:
+        raise ValueError(f'adversary kind {self.adversary.kind!r} is not wired into the '
+                         'validity-checked round; choose a sum, coin, check or '
+                         'tamper_* kind.')
+    elif self.adversary.kind in adversary_lib.VALIDITY_KINDS:
+      raise ValueError(f'adversary kind {self.adversary.kind!r} tampers with the validity '
+                       'check: set aggregator.validity.')
 
   @property
   def name(self) -> str:
@@ -446,7 +472,8 @@ class SecureAggregator:
                client_chunk=int(_config_get(config, 'client_chunk', 0) or 0),
                prg=str(_config_get(config, 'prg', 'threefry2x64')),
                min_clients=int(_config_get(config, 'min_clients', DEFAULT_MIN_CLIENTS)),
-               dp=_config_get(config, 'dp', None))
+               dp=_config_get(config, 'dp', None),
+               validity=_config_get(config, 'validity', None))
 
   # --- memory plan -----------------------------------------------------------
 
@@ -809,6 +836,114 @@ class SecureAggregator:
                 for a, b in zip(acc, noise_acc))
     return acc, noise
 
+  # --- the round with the validity check (docs/VALIDITY_DESIGN.md) ---------------
+
+  def _validity_tamper(self, client: int) -> validity_lib.Tamper:
+    """The malicious server's deviation on ``client``'s check values (or none)."""
+    adversary = self.adversary
+    if adversary.kind not in adversary_lib.VALIDITY_KINDS or adversary.client != client:
+      return validity_lib.Tamper.none()
+    where = 1 if adversary.kind == 'tamper_zero_test' else 2
+    return validity_lib.Tamper(jnp.int32(where), jnp.int32(adversary.server),
+                               jnp.int32(adversary.element),
+                               validity_lib.r128.constant(adversary.magnitude))
+
+  def _apply_validity(self, state, updates, weights, host_weights, key, round_idx,
+                      unchecked):
+    """One attempt with the norm-bound check: INPUT (masked arithmetic and bit inputs)
+    → COIN γ → ZERO TESTS opened, MAC-checked in Z_2^128 → EXCLUDE the failing clients
+    by name → LOCAL SUMS of the others → OPEN → COIN → CHECK → OUTPUT.
+
+    Clients go one at a time and elements in blocks (``validity.element_chunk``);
+    the check's material derives from the dealer's key of (round, attempt, client).
+    """
+    settings = self.validity
+    num_clients, num_params = updates.shape
+    num_elements = num_params + 1
+    p = settings.params(num_params, self.spec)
+    members = [int(c) for c in np.flatnonzero(host_weights > 0)]
+    p.check_clients(len(members), self.spec.k)
+    cheats = (np.zeros(num_clients, bool) if unchecked is None
+              else np.asarray(unchecked, bool))
+    timings = {}
+    start_time = time.perf_counter()
+    scaled = np.asarray(jax.device_get(scale_individual_updates(
+        jnp.asarray(updates), weights, jnp.float32(self.max_weight))[0]))
+    alpha_shares, alpha = validity_lib.alpha_limbs(ring.from_words(state.mac_key_shares))
+    dealer = jax.random.fold_in(jax.random.fold_in(key, _VALIDITY_DEALER),
+                                jnp.uint32(state.attempt))
+    client_keys = {c: jax.random.fold_in(dealer, c) for c in members}
+    # INPUT: every message is fixed before any coin exists.
+    messages = {}
+    for c in members:
+      x, w = validity_lib.encode_claims(scaled[c], not cheats[c], p, settings)
+      claim = (validity_lib.best_effort_input(x, w, p) if cheats[c]
+               else validity_lib.honest_input(x, w, p))
+      messages[c] = validity_lib.client_message(client_keys[c], claim, p)
+    timings['sharing_s'] = time.perf_counter() - start_time
+
+    start_time = time.perf_counter()
+    failure = ''
+    gamma_coin = coin_lib.toss(self.num_servers, self.server_rng)
+    if not gamma_coin.ok:
+      failure = 'validity check: ' + gamma_coin.failure
+    else:
+      gamma = validity_lib.gamma_coefficients(gamma_coin.joint, len(members), p)
+
+      def server_rows(c, i):
+        return validity_lib.server_check(client_keys[c], messages[c], gamma[i], alpha_shares,
+                                         alpha, p, self.num_servers,
+                                         self._validity_tamper(c))
+
+      value_sum = mac_sum = None
+      tests_value, tests_mac = [], []
+      for i, c in enumerate(members):
+        rows = server_rows(c, i)
+        value_sum = rows.agg_value if value_sum is None else value_sum + rows.agg_value
+        mac_sum = rows.agg_mac if mac_sum is None else mac_sum + rows.agg_mac
+        tests_value.append(rows.tests.value)
+        tests_mac.append(rows.tests.mac)
+      tests = validity_lib.Auth(jnp.stack(tests_value, axis=1), jnp.stack(tests_mac, axis=1))
+      checked = validity_lib.open_and_check(tests, alpha_shares, self.num_servers,
+                                            self.server_rng)
+      if not checked.ok:
+        failure = checked.failure
+    if failure:  # Nobody is excluded by a round that aborts.
+      timings['validity_s'] = time.perf_counter() - start_time
+      result = AggregateResult(jnp.zeros((num_params,), jnp.float32),
+                               jnp.zeros((), jnp.float32), False, failure, None, {})
+      return self.retire_attempt(state), result, timings, len(members), 0, p
+    excluded = tuple(c for c, ok in zip(members, checked.passed) if not ok)
+    for i, c in enumerate(members):
+      if c in excluded:  # Rare (malicious clients only): recompute and subtract.
+        rows = server_rows(c, i)
+        value_sum, mac_sum = value_sum - rows.agg_value, mac_sum - rows.agg_mac
+    timings['validity_s'] = time.perf_counter() - start_time
+    included = len(members) - len(excluded)
+    if included < self.min_clients:
+      failure = (f'{COHORT_TOO_SMALL}: {included} client(s) passed the validity check '
+                 f'(excluded {list(excluded)}), fewer than aggregator.min_clients='
+                 f'{self.min_clients}; nothing was opened.')
+      result = AggregateResult(jnp.zeros((num_params,), jnp.float32),
+                               jnp.zeros((), jnp.float32), False, failure, None, {},
+                               excluded)
+      return state, result, timings, len(members), included, p
+
+    # LOCAL SUMS are done (the included clients' [[x̃]] mod 2^64); OPEN, then the
+    # aggregation ring's COIN → CHECK → OUTPUT exactly as without the check.
+    start_time = time.perf_counter()
+    if self.adversary.kind in adversary_lib.SUM_KINDS + (
+        'high_error', 'cancel_chi', 'guess_mac', 'rush_coin'):
+      value_sum, mac_sum = adversary_lib.corrupt_sum_shares(
+          self._adversary_params(num_elements), value_sum, mac_sum, self.spec.ring_bits,
+          self.spec.k)
+    out = jax.block_until_ready(fused.open_authenticated(
+        value_sum, mac_sum, jnp.float32(self.max_weight), spec=self.spec, with_view=False))
+    timings['aggregation_s'] = time.perf_counter() - start_time
+    new_state, result = self._finish(state, out, None, weights > 0, included, num_params,
+                                     round_idx, False, timings)
+    return new_state, result._replace(excluded=excluded), timings, len(members), included, p
+
   # --- one round, chunked and fused (what training uses) -----------------------
 
   def apply(self, state: SecureAggregatorState, updates: jax.Array | np.ndarray,
@@ -858,6 +993,16 @@ class SecureAggregator:
       return state, refused
     if self.adds_noise:
       self.check_noise_headroom(num_clients, num_params)
+    if self.validity is not None:
+      with jax.enable_x64(True):
+        new_state, result, timings, num_submitted, included, params = self._apply_validity(
+            state, updates, weights, host_weights, key, round_idx, unchecked)
+      timings['aborted'] = not result.ok
+      stats = self._stats(num_submitted, num_clients, num_params, timings)
+      stats.update(validity_lib.round_costs(params, self.num_servers, num_submitted))
+      stats['mpc/validity_excluded'] = float(len(result.excluded))
+      stats['mpc/num_included'] = float(included)
+      return new_state, result._replace(stats=stats)
     chunk = self.chunk_size(num_clients, num_params)
     num_chunks = -(-num_clients // chunk)
     adversary = self.adversary

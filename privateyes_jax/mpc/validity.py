@@ -583,3 +583,41 @@ def encode_claims(scaled: np.ndarray, clip: bool, p: CheckParams, settings: Vali
   # A malicious client's huge values saturate at what its int64 arithmetic can hold.
   x = np.clip(x, -2.0**62, 2.0**62).astype(np.int64)
   return x, int(np.round(weight * scale))
+
+
+# ---------------------------------------------------------------------------
+# Costs (bytes per round; VALIDITY_DESIGN §7 with the rounds as implemented).
+# ---------------------------------------------------------------------------
+
+EXTRA_ROUNDS = 6  # γ commit, γ reveal, zero tests open (+ χ' commit), χ' reveal, z' commit, z' reveal.
+_LIMB_BYTES = 16  # One element of Z_2^128.
+_DIGEST, _SEED = 32, 16
+
+
+def round_costs(p: CheckParams, num_servers: int, num_submitted: int) -> dict[str, float]:
+  """What the check adds to one round, as ``mpc/validity_*`` statistics.
+
+  Client upload (to each server): ε at 96 bits (12 B) per element instead of 4 B, plus
+  the XOR-masked bits (P·ℓ + 2ℓ_w + L bits). Each server broadcasts its shares of every
+  client's τ + 2 zero tests (16 B each) and runs two more coin tosses and one more
+  check-value commitment. The dealer sends each server but the last a 16-byte seed per
+  client, and the last its value and MAC shares in full of every authenticated value
+  (masks, bits, R and the zero-test masks), 2 x 16 B each; the client gets one seed.
+  """
+  num_elements = p.num_params + 1
+  bits = p.num_params * p.ell + 2 * p.ell_w + p.slack_bits
+  upload = num_servers * (num_elements * 12 + -(-bits // 8))
+  without = num_servers * num_elements * 4
+  coin = _DIGEST + 2 * _SEED  # Commit, then reveal the contribution and its nonce.
+  broadcast = (num_submitted * (p.tau + 2) * _LIMB_BYTES + 2 * coin
+               + _DIGEST + _LIMB_BYTES + _SEED)
+  authenticated = num_elements + bits + 1 + p.tau + 2
+  dealer = num_submitted * ((num_servers - 1) * _SEED + 2 * authenticated * _LIMB_BYTES + _SEED)
+  return {
+      'mpc/client_upload_bytes': float(upload),
+      'mpc/validity_extra_client_upload_bytes': float(upload - without),
+      'mpc/validity_server_broadcast_bytes': float(broadcast),
+      'mpc/validity_dealer_send_bytes': float(dealer),
+      'mpc/validity_extra_rounds': float(EXTRA_ROUNDS),
+      'mpc/validity_bits_per_element': float(p.ell),
+  }

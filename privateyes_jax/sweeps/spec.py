@@ -285,6 +285,9 @@ def check_supported(run: Run) -> None:
   if c.aggregator.get('dp', {}).get('enabled', False):
     problems.append('aggregator.dp.enabled (a sweep group has no Poisson sampling, clipping '
                     'or accountant; train DP runs with experiments.train)')
+  if c.aggregator.get('validity', {}).get('enabled', False):
+    problems.append('aggregator.validity.enabled (a sweep group aggregates in the clear; '
+                    'train checked runs with experiments.train)')
   if c.optimizer.get('schedule', 'constant') != 'constant':
     problems.append(f'optimizer.schedule={c.optimizer.schedule!r} (federated clients restart '
                     'their optimizer every round; decay fl.server_schedule instead)')
