@@ -13,6 +13,9 @@ For every client count C and parameter count P it times, after a warm-up call
   the MAC check, including the simulated dealer),
 * ``privateyes_dp`` (``--modes=...,privateyes_dp``): the same with client-level DP,
   every server drawing and inputting its discrete Gaussian noise (docs/MPC.md §5b),
+* ``privateyes_validity`` (``--modes=privateyes,privateyes_validity``): the same with the
+  norm-bound validity check inside the MPC (docs/VALIDITY_DESIGN.md, clip 1.0), also
+  printing the bytes the check adds per client and round,
 
 and prints the secure/plain ratios, the aggregator's memory plan and XLA's memory
 analysis of the fused chunk program. ``--round`` adds whole training rounds:
@@ -34,10 +37,11 @@ import optax
 from privateyes_jax.federated import aggregators
 from privateyes_jax.mpc import aggregator as mpc_aggregator
 from privateyes_jax.mpc import fused
+from privateyes_jax.mpc import validity as validity_lib
 from privateyes_jax.privacy import dp as dp_lib
 
 MODES = {'semi': 'privateyes_semi_honest', 'privateyes': 'privateyes',
-         'privateyes_dp': 'privateyes'}
+         'privateyes_dp': 'privateyes', 'privateyes_validity': 'privateyes'}
 
 
 def _dp_settings(name, num_clients):
@@ -95,7 +99,9 @@ def bench_aggregation(args, num_clients, num_params, prg, client_chunk, max_weig
   for name in args.modes.split(','):
     agg = mpc_aggregator.SecureAggregator(
         mode=MODES[name], num_servers=args.servers, max_weight=max_weight,
-        client_chunk=client_chunk, prg=prg, dp=_dp_settings(name, num_clients))
+        client_chunk=client_chunk, prg=prg, dp=_dp_settings(name, num_clients),
+        validity=(validity_lib.ValiditySettings(clip_norm=1.0)
+                  if name.endswith('_validity') else None))
     state = agg.init(jax.random.key(1))
     round_key = jax.random.key(2)
 
@@ -125,6 +131,14 @@ def bench_aggregation(args, num_clients, num_params, prg, client_chunk, max_weig
         f'acc={plan["accumulator_bytes"] / 2**20:.0f}MiB '
         + (f'xla_temp={temp / 2**20:.0f}MiB ' if temp is not None else '')
         + f'max|err|={error:.1e}')
+    if name.endswith('_validity'):
+      st = result.stats
+      rows[name + '_info'] += (
+          f' upload/client={st["mpc/client_upload_bytes"] / 2**20:.2f}MiB '
+          f'(+{st["mpc/validity_extra_client_upload_bytes"] / 2**20:.2f}) '
+          f'server_bcast=+{st["mpc/validity_server_broadcast_bytes"]:.0f}B '
+          f'dealer=+{st["mpc/validity_dealer_send_bytes"] / 2**20:.1f}MiB '
+          f'rounds=+{st["mpc/validity_extra_rounds"]:.0f} excluded={st["mpc/validity_excluded"]:.0f}')
   base = rows['plain'][0]
   print(f'{num_clients:>7} {num_params:>9} {prg:>13} {"plain":>10} '
         f'{rows["plain"][0] * 1e3:>9.2f} {rows["plain"][1] * 1e3:>9.2f} {"1.00x":>8}',

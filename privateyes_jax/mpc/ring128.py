@@ -62,6 +62,36 @@ def mul(a, b):
   return normalize(jnp.stack(acc, axis=-1))
 
 
+def mul_small(a, g):
+  """a·g mod 2^128 for g < 2^32 given as plain uint64 (broadcasting): 4 products, not 10."""
+  a, g = jnp.broadcast_arrays(a, jnp.asarray(g, jnp.uint64)[..., None])
+  g = g[..., 0]
+  m32 = jnp.uint64(_M32)
+  products = [a[..., i] * g for i in range(LIMBS)]  # < 2^64: exact.
+  acc = [products[0] & m32]
+  for i in range(1, LIMBS):
+    acc.append((products[i] & m32) + (products[i - 1] >> jnp.uint64(32)))
+  return normalize(jnp.stack(acc, axis=-1))
+
+
+def shift_left(a, bits: int):
+  """a·2^bits mod 2^128 for normalised limbs and a static shift (no carries needed)."""
+  q, r = divmod(bits, 32)
+  m32 = jnp.uint64(_M32)
+  zero = jnp.zeros(a.shape[:-1], jnp.uint64)
+  limbs = []
+  for i in range(LIMBS):
+    j = i - q
+    if j < 0:
+      limbs.append(zero)
+      continue
+    value = (a[..., j] << jnp.uint64(r)) & m32
+    if r and j >= 1:
+      value = value | (a[..., j - 1] >> jnp.uint64(32 - r))
+    limbs.append(value)
+  return jnp.stack(limbs, axis=-1)
+
+
 def sum_axis(a, axis: int):
   """Σ over ``axis`` (a data axis, not the limb axis) of < 2^31 normalised elements."""
   return normalize(jnp.sum(a, axis=axis, dtype=jnp.uint64))

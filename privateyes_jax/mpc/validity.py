@@ -182,7 +182,7 @@ def _add_public(a: Auth, c, alpha_shares) -> Auth:
   first = (jnp.arange(a.value.shape[0]) == 0).reshape((-1,) + (1,) * (a.value.ndim - 1))
   value = r128.add(a.value, jnp.where(first, c[None], jnp.uint64(0)))
   alpha = alpha_shares.reshape((-1,) + (1,) * (a.mac.ndim - 2) + (r128.LIMBS,))
-  return Auth(value, r128.add(a.mac, r128.mul(alpha, c[None])))
+  return Auth(value, r128.add(a.mac, r128.mul_small(c[None], alpha[..., 0])))
 
 
 def _share(key, x, num_servers):
@@ -198,6 +198,14 @@ def _authenticate(key, x, alpha, num_servers) -> Auth:
   return Auth(_share(k_value, x, num_servers), _share(k_mac, r128.mul(x, alpha), num_servers))
 
 
+def _authenticate_bits(key, bits, alpha, num_servers) -> Auth:
+  """DEALER: [[ρ]] for exact bits ρ (uint8): α·ρ is α or 0, no product."""
+  k_value, k_mac = jax.random.split(key)
+  x = r128.from_uint64(bits.astype(jnp.uint64))
+  mac = jnp.where(bits[..., None] == 1, jnp.broadcast_to(alpha, x.shape), jnp.uint64(0))
+  return Auth(_share(k_value, x, num_servers), _share(k_mac, mac, num_servers))
+
+
 def _bits_of(values, width):
   """uint8 ``[..., width]``: the low ``width`` bits of non-negative int64 values."""
   shifts = jnp.arange(width, dtype=jnp.int64)
@@ -205,14 +213,24 @@ def _bits_of(values, width):
 
 
 def _from_bits(c, rho: Auth, alpha_shares, offset) -> Auth:
-  """[[Σ_l 2^l (c_l ⊕ ρ_l) − offset]] for public bits c ``[n, w]`` and bits [[ρ]]."""
+  """[[Σ_l 2^l (c_l ⊕ ρ_l) − offset]] for public bits c ``[n, w]`` and bits [[ρ]].
+
+  c ⊕ ρ = c + (1 − 2c)·ρ for bits, so the sum is Σ_l 2^l c_l (public) plus, per share,
+  A − 2·A_c with A = Σ_l 2^l ρ_l and A_c = Σ_{l: c_l = 1} 2^l ρ_l: shifts and one
+  normalisation per sum, no products.
+  """
   width = c.shape[-1]
-  c64 = c.astype(jnp.int64)
+
+  def signed_sum(shares):  # [S, n, w, 4] → [S, n, 4]
+    shifted = [r128.shift_left(shares[..., l, :], l) for l in range(width)]
+    total = r128.normalize(sum(shifted[1:], shifted[0]))
+    chosen = r128.normalize(sum((jnp.where(c[None, :, l, None] == 1, x, jnp.uint64(0))
+                                 for l, x in enumerate(shifted)), jnp.zeros_like(total)))
+    return r128.sub(total, r128.add(chosen, chosen))
+
+  value = Auth(signed_sum(rho.value), signed_sum(rho.mac))
   powers = jnp.left_shift(jnp.int64(1), jnp.arange(width, dtype=jnp.int64))
-  # c ⊕ ρ = c + (1 − 2c)·ρ for bits.
-  coeff = r128.from_int64((1 - 2 * c64) * powers)
-  value = _auth_sum(_auth_mul(rho, coeff), c.ndim - 1)
-  public = jnp.sum(c64 * powers, axis=-1) - offset
+  public = jnp.sum(c.astype(jnp.int64) * powers, axis=-1) - offset
   return _add_public(value, r128.from_int64(public), alpha_shares)
 
 
@@ -239,8 +257,7 @@ def _block_shares(key_c, b, secrets: _Block, real, alpha, num_servers):
   k_r, k_rho, k_sq = jax.random.split(k, 3)
   sq = r128.sum_axis(jnp.where(real[:, None], r128.mul(secrets.r, secrets.r), 0), 0)
   return (_authenticate(k_r, secrets.r, alpha, num_servers),
-          _authenticate(k_rho, r128.from_uint64(secrets.rho.astype(jnp.uint64)), alpha,
-                        num_servers),
+          _authenticate_bits(k_rho, secrets.rho, alpha, num_servers),
           _authenticate(k_sq, sq, alpha, num_servers))
 
 
@@ -262,11 +279,11 @@ def _scalar_secrets(key_c, p: CheckParams) -> _Scalars:
 def _scalar_shares(key_c, secrets: _Scalars, alpha, num_servers, num_tests):
   k = jax.random.fold_in(jax.random.fold_in(key_c, _SCALARS), 1)
   keys = jax.random.split(k, 6)
-  bits = lambda x: r128.from_uint64(x.astype(jnp.uint64))
+  bits = lambda key, x: _authenticate_bits(key, x, alpha, num_servers)
   auth = lambda key, x: _authenticate(key, x, alpha, num_servers)
   masks = r128.random(keys[5], (num_tests,))
-  return (auth(keys[0], secrets.r_w), auth(keys[1], bits(secrets.rho_w)),
-          auth(keys[2], bits(secrets.rho_cw)), auth(keys[3], bits(secrets.rho_s)),
+  return (auth(keys[0], secrets.r_w), bits(keys[1], secrets.rho_w),
+          bits(keys[2], secrets.rho_cw), bits(keys[3], secrets.rho_s),
           auth(keys[4], masks))
 
 
@@ -404,8 +421,7 @@ def _server_block(key_c, b, eps, bits, gamma, alpha_shares, alpha, tamper: Tampe
   diff = _auth_sub(x_tilde, x_hat)
   keep = real[None, :, None]
   diff = Auth(jnp.where(keep, diff.value, 0), jnp.where(keep, diff.mac, 0))
-  g = r128.from_uint64(gamma)  # [τ, B, 4]
-  d_parts = Auth(*(jnp.stack([r128.sum_axis(r128.mul(a, g[t][None]), 1)
+  d_parts = Auth(*(jnp.stack([r128.sum_axis(r128.mul_small(a, gamma[t][None]), 1)
                               for t in range(p.tau)], axis=1) for a in diff))
   # T = R + 2 Σ ε_j r_j + Σ ε_j² (this block's terms).
   eps_real = jnp.where(real[:, None], eps, 0)
