@@ -876,6 +876,11 @@ class SecureAggregator:
     # INPUT: every message is fixed before any coin exists.
     messages = {}
     for c in members:
+      if not cheats[c] and not np.all(np.isfinite(scaled[c])):
+        bad = int(np.flatnonzero(~np.isfinite(scaled[c]))[0])
+        raise ring.RingOverflowError(
+            f'client {c}: element {bad} of its update is {scaled[c][bad]}; an honest client '
+            'refuses to input it (nothing was sent or opened).')
       x, w = validity_lib.encode_claims(scaled[c], not cheats[c], p, settings)
       claim = (validity_lib.best_effort_input(x, w, p) if cheats[c]
                else validity_lib.honest_input(x, w, p))

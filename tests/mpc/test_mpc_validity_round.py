@@ -98,6 +98,14 @@ def test_a_server_tampering_with_the_check_aborts_and_excludes_nobody(data, kind
   assert not np.any(np.asarray(result.mean_update))
 
 
+def test_an_honest_client_with_a_nan_update_refuses_to_input(data):
+  updates, weights = data
+  updates = updates.copy()
+  updates[3, 7] = np.nan
+  with pytest.raises(ValueError, match='client 3: element 7'):
+    _round(_aggregator(), updates, weights)
+
+
 def test_the_aggregation_check_still_catches_a_server_after_the_validity_check(data):
   updates, weights = data
   spec = adversary_lib.AdversarySpec(kind='add_error', server=2, element=3, magnitude=5)
