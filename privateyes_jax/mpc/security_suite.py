@@ -5,8 +5,9 @@ target client and element, and a random error magnitude (half small, half unifor
 over Z_2^(k+s) with a nonzero low part), and runs the real ``SecureAggregator`` on
 random individual updates. Scenarios are the adversary kinds (``adversary.KINDS``)
 but the inert ones (``adversary.INERT_KINDS``: the protocol gives them no channel, the
-round is the honest one; tests/mpc/test_mpc_hardening.py checks that bit for bit)
-plus attacks that need more than one call:
+round is the honest one; tests/mpc/test_mpc_hardening.py checks that bit for bit) and
+the validity check's (``adversary.VALIDITY_KINDS``, which need ``aggregator.validity``;
+tests/mpc/test_mpc_validity_round.py runs them) plus attacks that need more than one call:
 
 * ``replay_client``: round 0 (nothing to replay yet) must pass, round 1 abort;
 * ``replay_attempt``: the same, but the replay is into the NEXT ATTEMPT of the same
@@ -45,7 +46,8 @@ from privateyes_jax.mpc import ring
 MAX_WEIGHT = 16.0
 MULTI_CALL = ('replay_attempt', 'cancel_chi_retired')
 SCENARIOS = tuple(k for k in adversary_lib.KINDS
-                  if k not in adversary_lib.INERT_KINDS) + MULTI_CALL
+                  if k not in adversary_lib.INERT_KINDS + adversary_lib.VALIDITY_KINDS
+                  ) + MULTI_CALL
 ACTIVE = tuple(k for k in SCENARIOS if k != 'none')
 # The scenarios whose escape rate at small s is measured (``measure_escapes``).
 MEASURED = ('add_error', 'high_error', 'guess_mac', 'cancel_chi', 'cancel_chi_retired')
