@@ -399,3 +399,29 @@ def test_a_server_revealing_another_check_value_than_it_committed_to_aborts(thre
   assert not rnd.res.ok
   assert 'server(s) [1]' in rnd.res.failure and 'commitment' in rnd.res.failure
   assert not rnd.res.passed.any()
+
+
+# ---------------------------------------------------------------------------
+# 6. The servers read a message as bits: a "bit" of 2^k cannot widen a range.
+# ---------------------------------------------------------------------------
+
+
+def test_a_non_bit_digit_in_the_slack_cannot_let_a_long_update_pass():
+  # The range of x̂ and σ holds by construction only if every c is 0 or 1. The
+  # client knows ρ (from the dealer's seed); where ρ_l = 0, a "bit" c_l = b_l + 2^(63−l)
+  # adds 2^63 to σ, and σ = B − T + 2^64 satisfies D_T ≡ 0 mod 2^64 for Σx² ≈ 4B.
+  # Kills the missing parse in server_check (before the fix: passed [True]).
+  u = np.random.default_rng(11).normal(size=P)
+  x = np.round(2 * u / np.linalg.norm(u) * ONE).astype(np.int64)  # ‖x‖ ≈ 2C
+  assert _sq(x) > 3 * B
+  base = B - _sq(x) + 2**64 - 2**63  # the low 63 bits of the slack it needs
+  claim = _claim(x, slack=base)
+  msg = V.client_message(_key(0), claim, PARAMS)
+  bits_s = np.array(msg.bits_s)
+  rho = bits_s[0] ^ ((base >> np.arange(PARAMS.slack_bits)) & 1).astype(np.uint8)
+  digit = max(l for l in range(56, PARAMS.slack_bits) if rho[l] == 0)
+  bits_s[0, digit] += 2**(63 - digit)
+  forged = msg._replace(bits_s=jnp.asarray(bits_s))
+  rnd = _round([claim], messages={0: forged}, seed=10)
+  assert rnd.res.ok, rnd.res.failure
+  assert not rnd.res.passed.any()
