@@ -16,6 +16,7 @@ import pytest
 
 from privateyes_jax.mpc import ring
 from privateyes_jax.mpc import ring128 as r128
+from privateyes_jax.mpc import spdz2k
 from privateyes_jax.mpc import validity as V
 
 S = 3
@@ -36,13 +37,9 @@ def _x64():
     yield
 
 
-def _alpha():
-  shares = np.random.default_rng(123).integers(0, 2**32, size=S, dtype=np.uint64)
-  with jax.enable_x64(True):
-    return V.alpha_limbs(jnp.asarray(shares))
-
-
-ALPHA_SHARES, ALPHA = _alpha()
+ALPHA_KEY_SHARES = np.random.default_rng(123).integers(0, 2**32, size=S, dtype=np.uint64)
+with jax.enable_x64(True):
+  ALPHA_SHARES, ALPHA = V.alpha_limbs(jnp.asarray(ALPHA_KEY_SHARES))
 ALPHA_INT = int(r128.to_ints(ALPHA))
 
 
@@ -120,6 +117,8 @@ def test_parameters():
   assert B == math.ceil((2**16 + math.sqrt(P) / 2)**2)
   assert math.isqrt(B) < HALF  # every element under the bound is bit-expressible
   assert (PARAMS.block, PARAMS.num_blocks) == (8, 3)  # a padded tail of 4
+  # The check ring's α is the aggregation ring's α = Σ α_i mod 2^64 (spdz2k's dealer).
+  assert int(spdz2k.dealer_mac_key(jnp.asarray(ALPHA_KEY_SHARES), ring.RingSpec())) == ALPHA_INT
   PARAMS.check_clients(2**13, 32)
   with pytest.raises(ValueError, match='may wrap'):  # (C1)
     PARAMS.check_clients(2**14, 32)
@@ -205,6 +204,28 @@ def test_opened_zero_tests_hide_everything_above_the_checked_bits(honest_round):
     for limb in range(low, 4):
       column = opened[:, t, limb]
       assert len(set(column.tolist())) == len(column), (t, limb, column)
+
+
+def test_the_dealer_cannot_predict_an_honest_clients_consistency_tests(honest_round):
+  # Without the 2^96·t_t masks an honest D_t would be 2^96·Σ_j γ_tj·h_j, h_j the top
+  # bits of x̃_j = r_j + ε_j: uniform to the servers, but a function of r (the
+  # dealer's) and of x's signs. Kills mutant "the consistency tests' masks omitted",
+  # which the test above misses (the norm and weight tests keep theirs).
+  rows, rnd = honest_round
+  for c in range(5):
+    x, w = rows[c]
+    msg = V.client_message(_key(c), V.honest_input(x, w, PARAMS), PARAMS)
+    r = np.concatenate([np.asarray(V._block_secrets(_key(c), jnp.int32(b), PARAMS).r)
+                        for b in range(PARAMS.num_blocks)])[:P]
+    r = np.concatenate([r, np.asarray(V._scalar_secrets(_key(c), PARAMS).r_w)])
+    eps = np.concatenate([np.asarray(msg.epsilon)[:P], np.asarray(msg.eps_w)])
+    x_tilde = (r128.to_ints(r) + r128.to_ints(eps)) % 2**128
+    diff = [(int(a) - int(v)) % 2**128 for a, v in zip(x_tilde, np.append(x, w))]
+    columns = list(range(P)) + [-1]
+    for t in range(TAU):
+      unmasked = sum(int(rnd.gamma[c, t, j]) * d for j, d in zip(columns, diff)) % 2**128
+      assert unmasked % 2**96 == 0  # honest: only the top bits are left
+      assert int(r128.to_ints(rnd.res.opened[c, t])) != unmasked
 
 
 # ---------------------------------------------------------------------------
