@@ -496,9 +496,26 @@ def gamma_coefficients(joint_seed: np.ndarray, num_clients: int, p: CheckParams)
   return coin_words(joint_seed, num_clients * p.tau * width).reshape(num_clients, p.tau, width)
 
 
+def read_message(msg: ClientMessage) -> ClientMessage:
+  """What the servers read from a client's message: every ε as three 32-bit words
+  (mod 2^96) and every c as one bit, as the wire format would carry them.
+
+  The message is the client's to write; the ranges of x̂, ŵ and σ hold by
+  construction only for c ∈ {0, 1}. A "bit" c_l = 2^k where the client knows
+  ρ_l = 0 adds 2^(l+k) to σ, so σ ≥ 2^63 and D_T ≡ 0 mod 2^64 no longer forces
+  T ≤ B (a client with Σx² ≈ 4B passed); limbs ≥ 2^32 break ring128's exactness.
+  """
+  m32 = jnp.uint64((1 << 32) - 1)
+  words = lambda e: r128.mod_bits(jnp.asarray(e, jnp.uint64) & m32, CHECK_VALUE_BITS)
+  bit = lambda c: (jnp.asarray(c) & 1).astype(jnp.uint8)
+  return ClientMessage(words(msg.epsilon), bit(msg.bits), words(msg.eps_w), bit(msg.bits_w),
+                       bit(msg.bits_cw), bit(msg.bits_s))
+
+
 def server_check(key_c, msg: ClientMessage, gamma_c, alpha_shares, alpha, p: CheckParams,
                  num_servers: int, tamper: Tamper) -> ClientCheck:
   """Servers on one client's message: aggregation shares and zero-test shares."""
+  msg = read_message(msg)
   values, macs = [], []
   d_parts, t_auth, t_public = None, None, None
   for b in range(p.num_blocks):
