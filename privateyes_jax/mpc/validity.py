@@ -512,9 +512,26 @@ def read_message(msg: ClientMessage) -> ClientMessage:
                        bit(msg.bits_cw), bit(msg.bits_s))
 
 
+def message_shapes(p: CheckParams) -> dict[str, tuple[int, ...]]:
+  """The shape of every field of a well-formed message (blocks padded)."""
+  width = p.num_blocks * p.block
+  return {'epsilon': (width, 4), 'bits': (width, p.ell), 'eps_w': (1, 4),
+          'bits_w': (1, p.ell_w), 'bits_cw': (1, p.ell_w), 'bits_s': (1, p.slack_bits)}
+
+
+def check_message(msg: ClientMessage, p: CheckParams) -> None:
+  """Refuses a malformed message in one line, before any server computes on it."""
+  for name, shape in message_shapes(p).items():
+    got = tuple(np.shape(getattr(msg, name)))
+    if got != shape:
+      raise ValueError(f'validity check: a client message\'s {name} has shape {got}, '
+                       f'expected {shape}; refused before any server used it.')
+
+
 def server_check(key_c, msg: ClientMessage, gamma_c, alpha_shares, alpha, p: CheckParams,
                  num_servers: int, tamper: Tamper) -> ClientCheck:
   """Servers on one client's message: aggregation shares and zero-test shares."""
+  check_message(msg, p)
   msg = read_message(msg)
   values, macs = [], []
   d_parts, t_auth, t_public = None, None, None

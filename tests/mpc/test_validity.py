@@ -446,3 +446,13 @@ def test_a_non_bit_digit_in_the_slack_cannot_let_a_long_update_pass():
   rnd = _round([claim], messages={0: forged}, seed=10)
   assert rnd.res.ok, rnd.res.failure
   assert not rnd.res.passed.any()
+
+
+def test_a_malformed_message_is_refused_in_one_line_before_any_server_uses_it():
+  with jax.enable_x64(True):
+    msg = V.client_message(jax.random.PRNGKey(3), V.honest_input(np.zeros(P, np.int64), 0, PARAMS),
+                           PARAMS)
+    short = msg._replace(bits=msg.bits[:-1])
+    with pytest.raises(ValueError, match=r"bits has shape .* expected"):
+      V.server_check(jax.random.PRNGKey(3), short, np.zeros((PARAMS.tau, 25), np.uint64),
+                     None, None, PARAMS, 3, V.Tamper.none())
