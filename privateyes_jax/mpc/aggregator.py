@@ -932,7 +932,8 @@ class SecureAggregator:
       result = AggregateResult(jnp.zeros((num_params,), jnp.float32),
                                jnp.zeros((), jnp.float32), False, failure, None, {},
                                excluded)
-      return state, result, timings, len(members), included, p
+      # The zero tests of this attempt were opened: its material is not used again.
+      return self.retire_attempt(state), result, timings, len(members), included, p
 
     # LOCAL SUMS are done (the included clients' [[x̃]] mod 2^64); OPEN, then the
     # aggregation ring's COIN → CHECK → OUTPUT exactly as without the check.
