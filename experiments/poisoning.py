@@ -20,7 +20,9 @@ and the table.
 import json
 import os
 
+import numpy as np
 from absl import flags
+from scipy import stats
 from ml_collections import config_flags
 
 from experiments import common
@@ -63,8 +65,10 @@ def _metrics(workdir: str) -> list[dict]:
 
 
 def _variant(base, *, aggregator='mean', kind='none', attackers=(), factor=1.0, bound=0.0,
-             data_seed=None, validity=0.0):
+             data_seed=None, validity=0.0, seed=None):
   c = base.copy_and_resolve_references()
+  if seed is not None:
+    c.seed = int(seed)
   c.aggregator.name = aggregator
   c.fl.malicious.kind = kind
   c.fl.malicious.clients = tuple(attackers)
@@ -88,39 +92,54 @@ def run_poisoning(config, root: str, overwrite: bool = False) -> dict:
   bound = config.bound_margin * honest_max
   rows = []
 
-  def add(name, cfg, check):
-    directory = os.path.join(root, name)
-    row = {'run': name, 'attack': cfg.fl.malicious.kind, 'check': check, 'workdir': directory}
-    try:
-      summary = _train(cfg, directory, overwrite)
-    except (ring.RingOverflowError, engine.RoundRejected, engine.RoundAborted) as e:
-      # The attack can break training outright (e.g. a model so far off that honest
-      # clients' updates leave the ring's range): that is the result, not a crash.
-      rows.append({**row, 'test_error': None, 'failed': str(e).split('\n')[0],
-                   'excluded_clients': []})
-      return
-    excluded = sorted({c for r in _metrics(directory) for c in r.get('excluded_clients', [])})
-    rows.append({**row, 'method': summary['method'], 'test_error': summary['test_error'],
-                 'mean_predictor_error': summary['baseline_mean_predictor_error'],
-                 'excluded_clients': excluded})
+  seeds = tuple(config.get('seeds', (0,)))
 
-  add('fedavg_clean', _variant(base), 'none')
-  add('fedavg_clean_normcheck', _variant(base, bound=bound), 'norm bound')
-  add('privateyes_clean', _variant(base, aggregator='privateyes'), 'none')
-  checked = lambda **kw: _variant(base, aggregator='privateyes', validity=bound, **kw)
+  def add(name, make, check):
+    """Trains ``make(seed=...)`` for every training seed; one row with the mean and a
+    95% t-interval over the seeds (the people and the attackers stay the same)."""
+    errors, excluded, failures, summary = [], set(), [], None
+    for seed in seeds:
+      cfg = make(seed=seed)
+      # Seed 0 keeps the single-seed layout, so earlier runs are reused.
+      directory = os.path.join(root, name if seed == seeds[0] else f'{name}_seed{seed}')
+      try:
+        summary = _train(cfg, directory, overwrite)
+      except (ring.RingOverflowError, engine.RoundRejected, engine.RoundAborted) as e:
+        # The attack can break training outright (e.g. a model so far off that honest
+        # clients' updates leave the ring's range): that is the result, not a crash.
+        failures.append(f'seed {seed}: ' + str(e).split('\n')[0])
+        continue
+      errors.append(summary['test_error'])
+      excluded |= {c for r in _metrics(directory) for c in r.get('excluded_clients', [])}
+    row = {'run': name, 'attack': cfg.fl.malicious.kind, 'check': check,
+           'workdir': os.path.join(root, name), 'seeds': list(seeds), 'test_errors': errors,
+           'test_error': float(np.mean(errors)) if errors else None,
+           'interval': _interval(errors), 'excluded_clients': sorted(excluded)}
+    if summary is not None:
+      row.update(method=summary['method'],
+                 mean_predictor_error=summary['baseline_mean_predictor_error'])
+    if failures:
+      row['failed'] = '; '.join(failures)
+    rows.append(row)
+
+  plain = lambda **kw: (lambda seed: _variant(base, seed=seed, **kw))
+  checked = lambda **kw: plain(aggregator='privateyes', validity=bound, **kw)
+  add('fedavg_clean', plain(), 'none')
+  add('fedavg_clean_normcheck', plain(bound=bound), 'norm bound')
+  add('privateyes_clean', plain(aggregator='privateyes'), 'none')
   if config.validity_runs:
     add('privateyes_clean_validity', checked(), MPC_CHECK)
   for kind in config.kinds:
     attack = dict(kind=kind, attackers=config.attackers, factor=config.factor)
-    add(f'fedavg_{kind}', _variant(base, **attack), 'none')
-    add(f'fedavg_{kind}_normcheck', _variant(base, bound=bound, **attack), 'norm bound')
-    add(f'privateyes_{kind}', _variant(base, aggregator='privateyes', **attack), 'none')
+    add(f'fedavg_{kind}', plain(**attack), 'none')
+    add(f'fedavg_{kind}_normcheck', plain(bound=bound, **attack), 'norm bound')
+    add(f'privateyes_{kind}', plain(aggregator='privateyes', **attack), 'none')
     if config.validity_runs:
       add(f'privateyes_{kind}_validity', checked(**attack), MPC_CHECK)
     else:
       rows.append({'run': f'privateyes_{kind}_validity', 'method': 'privateyes',
                    'attack': kind, 'check': MPC_CHECK_SKIPPED, 'test_error': None})
-  out = {'attackers': list(config.attackers), 'factor': config.factor,
+  out = {'attackers': list(config.attackers), 'factor': config.factor, 'seeds': list(seeds),
          'norm_bound': bound, 'shadow_honest_max_norm': honest_max,
          'shadow_data_seed': config.shadow_data_seed, 'rounds': config.rounds, 'rows': rows}
   workdir_lib.atomic_write_text(os.path.join(root, 'poisoning.json'),
@@ -128,15 +147,34 @@ def run_poisoning(config, root: str, overwrite: bool = False) -> dict:
   return out
 
 
+def _interval(values) -> list[float] | None:
+  """95% t-interval of the mean over seeds (None below two seeds)."""
+  if len(values) < 2:
+    return None
+  mean, sem = float(np.mean(values)), float(stats.sem(values))
+  half = float(stats.t.ppf(0.975, len(values) - 1)) * sem
+  return [mean - half, mean + half]
+
+
+def format_cell(row: dict) -> str:
+  """'4.51', '4.51 [4.30, 4.72]' over seeds, 'failed' or '–'."""
+  if row.get('test_error') is None:
+    return 'failed' if row.get('failed') else '–'
+  cell = f'{row["test_error"]:.2f}'
+  if row.get('interval'):
+    cell += f' [{row["interval"][0]:.2f}, {row["interval"][1]:.2f}]'
+  return cell
+
+
 def format_table(out: dict) -> str:
   lines = [f'Attackers {out["attackers"]} (factor {out["factor"]:g}); norm bound '
            f'{out["norm_bound"]:.4g} = margin x the largest honest update norm of shadow '
            f'people (seed {out["shadow_data_seed"]}): {out["shadow_honest_max_norm"]:.4g}.',
-           f'{"run":<30} {"attack":<10} {"check":<36} {"held-out err":>12} {"excluded":<20}']
+           f'Training seeds {out.get("seeds", [0])}: held-out error, mean [95% t-interval].',
+           f'{"run":<30} {"attack":<10} {"check":<36} {"held-out err":>22} {"excluded":<20}']
   for r in out['rows']:
-    err = ('failed' if r.get('failed') else '–') if r['test_error'] is None else (
-        f'{r["test_error"]:.2f}')
-    lines.append(f'{r["run"]:<30} {r["attack"]:<10} {r["check"]:<36} {err:>12} '
+    err = format_cell(r)
+    lines.append(f'{r["run"]:<30} {r["attack"]:<10} {r["check"]:<36} {err:>22} '
                  f'{",".join(r.get("excluded_clients", [])) or "–":<20}')
   lines += [f'{r["run"]} failed: {r["failed"]}' for r in out['rows'] if r.get('failed')]
   mean_pred = [r['mean_predictor_error'] for r in out['rows'] if r.get('mean_predictor_error')]

@@ -373,13 +373,21 @@ def find_files(paths: Sequence[str], name: str) -> list[str]:
   return found
 
 
+def _poisoning_cell(row: dict) -> str:
+  """Mean held-out error over the training seeds, with its 95% t-interval if any."""
+  if row.get('test_error') is None:
+    return 'failed' if row.get('failed') else '–'
+  interval = row.get('interval')
+  return _fmt(row['test_error']) + (f' [{interval[0]:.2f}, {interval[1]:.2f}]'
+                                    if interval else '')
+
+
 def poisoning_section(paths: Sequence[str]) -> str:
   """The poisoning table (experiments/poisoning.py) of every ``poisoning.json`` found."""
   out = []
   for path in find_files(paths, POISONING_FILE):
     p = _read_json(path)
-    rows = [[r['run'], r['attack'], r['check'],
-             'failed' if r.get('failed') else _fmt(r.get('test_error')),
+    rows = [[r['run'], r['attack'], r['check'], _poisoning_cell(r),
              ', '.join(r.get('excluded_clients', [])) or '–'] for r in p['rows']]
     mean_pred = next((r['mean_predictor_error'] for r in p['rows']
                       if r.get('mean_predictor_error')), None)
@@ -387,7 +395,8 @@ def poisoning_section(paths: Sequence[str]) -> str:
             f'`{os.path.dirname(path)}`: clients {p["attackers"]} send their own update times '
             f'{p["factor"]:g} (boost) or times −{p["factor"]:g} (sign_flip), {p["rounds"]} '
             f'rounds. Norm bound {p["norm_bound"]:.4g}, chosen on shadow people (identity seed '
-            f'{p["shadow_data_seed"]}); mean predictor {_fmt(mean_pred)}.', '',
+            f'{p["shadow_data_seed"]}); mean predictor {_fmt(mean_pred)}; training seeds '
+            f'{p.get("seeds", [0])} (mean [95% t-interval]).', '',
             _table(['run', 'attack', 'check', 'held-out error', 'excluded'], rows), '']
     out += [f'- {r["run"]} failed: {r["failed"]}' for r in p['rows'] if r.get('failed')]
   return '\n'.join(out)

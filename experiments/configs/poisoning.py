@@ -34,6 +34,8 @@ def get_config(arg: str | None = None):
   # PrivatEyes with the validity check inside the MPC (aggregator.validity, clip_norm =
   # the same bound): its rows need the check's per-client work (docs/BENCHMARKS.md).
   c.validity_runs = preset != 'demo'
+  # Training seeds (model init, batches, MPC randomness); the people and attackers stay.
+  c.seeds = (0, 1, 2) if preset == 'small' else (0,)
   c.base = demo_configs.get_config('fedavg')
   c.base.record_views = ''
   c.base.fl.rounds = c.rounds

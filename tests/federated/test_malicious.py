@@ -41,8 +41,8 @@ def test_crafted_updates_replace_only_the_attackers_rows():
   assert malicious.MaliciousClients.from_config(_cfg(kind='none'), 4) is None
 
 
-def test_norm_bound_under_privateyes_is_refused_until_the_mpc_check_exists(tmp_path):
+def test_norm_bound_under_privateyes_is_refused_and_points_to_the_mpc_check(tmp_path):
   config = fl_config(**{'aggregator.name': 'privateyes', 'aggregator.norm_bound': 1.0})
-  with pytest.raises(ValueError, match='VALIDITY_DESIGN'):
+  with pytest.raises(ValueError, match='set aggregator.validity'):
     runner.train_and_evaluate(config, str(tmp_path / 'refused'))
   assert not os.path.exists(os.path.join(tmp_path, 'refused', 'summary.json'))
