@@ -116,7 +116,9 @@ def bench_aggregation(args, num_clients, num_params, prg, client_chunk, max_weig
     for _ in range(args.repeats):
       start = time.perf_counter()
       result = secure()
-      online.append(time.perf_counter() - start - result.stats['mpc/preprocessing_s'])
+      # The validity check regenerates its dealer material inside the servers' pass, so
+      # its "online" time includes it (an upper bound).
+      online.append(time.perf_counter() - start - result.stats.get('mpc/preprocessing_s', 0.0))
     rows[name + '_online'] = min(online)
     assert result.ok, result.failure
     # DP's mean is the noisy sum over q·N: its error is the noise, not exactness.
