@@ -30,6 +30,10 @@ One round (an *attempt* at it), all parties simulated in one process, as phases:
 Any failure after the opening aborts the round and retires the attempt
 (``retire_attempt``: a new MAC key and new dealer material next time).
 
+With ``validity`` (docs/MPC.md §5c) the clients also input their update's bits and
+slack, and between INPUT and LOCAL SUMS a coin γ, the opened zero tests and their own
+MAC check decide who is excluded by name (``_apply_validity``).
+
 ``apply`` runs steps 1-3 chunk by chunk of ``client_chunk`` clients, one fused
 XLA program per chunk from float updates to the servers' share sums
 (``fused``); it never materialises ``[servers, clients, elements]``, so memory is
