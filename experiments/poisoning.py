@@ -100,8 +100,11 @@ def run_poisoning(config, root: str, overwrite: bool = False) -> dict:
     errors, excluded, failures, summary = [], set(), [], None
     for seed in seeds:
       cfg = make(seed=seed)
-      # Seed 0 keeps the single-seed layout, so earlier runs are reused.
-      directory = os.path.join(root, name if seed == seeds[0] else f'{name}_seed{seed}')
+      # The first seed keeps the single-seed layout (earlier runs are reused, the report
+      # lists them); the others go to a hidden directory, which the report skips (it
+      # wants one run per method) and the poisoning section summarises.
+      directory = (os.path.join(root, name) if seed == seeds[0]
+                   else os.path.join(root, '.seeds', f'{name}_seed{seed}'))
       try:
         summary = _train(cfg, directory, overwrite)
       except (ring.RingOverflowError, engine.RoundRejected, engine.RoundAborted) as e:

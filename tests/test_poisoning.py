@@ -36,3 +36,30 @@ def test_poisoning_table_excludes_the_boosted_client_in_the_clear_and_inside_the
   with open(os.path.join(tmp_path, 'poisoning.json')) as f:
     assert json.load(f)['rows'][0]['run'] == 'fedavg_clean'
   assert 'fedavg_boost_normcheck' in poisoning.format_table(out)
+
+
+def test_rows_over_seeds_report_the_mean_and_interval_and_hide_the_extra_seeds(tmp_path,
+                                                                              monkeypatch):
+  """Every row trains each seed; seeds after the first live under .seeds (the report
+  wants one run per method label), the row holds the mean and a 95% t-interval."""
+  trained = []
+
+  def fake_train(cfg, directory, overwrite):
+    del overwrite
+    trained.append(os.path.relpath(directory, tmp_path))
+    error = 5.0 + cfg.seed + (30.0 if cfg.fl.malicious.kind == 'sign_flip' else 0.0)
+    return {'test_error': error, 'method': 'm', 'baseline_mean_predictor_error': 11.0}
+
+  monkeypatch.setattr(poisoning, '_train', fake_train)
+  monkeypatch.setattr(poisoning, '_metrics', lambda d: [{'update_norm/max': 0.5}])
+  config = poisoning_configs.get_config('tiny')
+  config.seeds = (0, 1, 2)
+  config.kinds = ('sign_flip',)
+  out = poisoning.run_poisoning(config, str(tmp_path))
+  rows = {r['run']: r for r in out['rows']}
+  assert 'fedavg_clean' in trained and os.path.join('.seeds', 'fedavg_clean_seed2') in trained
+  assert rows['fedavg_sign_flip']['test_errors'] == [35.0, 36.0, 37.0]
+  assert rows['fedavg_sign_flip']['test_error'] == 36.0
+  low, high = rows['fedavg_sign_flip']['interval']
+  assert low < 36.0 < high and abs((high - 36.0) - 4.303 * (1 / 3**0.5)) < 1e-3
+  assert '36.00 [' in poisoning.format_table(out)
