@@ -63,9 +63,6 @@ EXACT_BITS = 64  # The consistency test decides agreement modulo 2^64.
 S_BITS = 32
 _SCALARS = 1 << 30  # The dealer's per-client scalar material: block index past any real one.
 
-# Zero tests per client: τ consistency tests, then the norm test and the weight test.
-NORM_TEST, WEIGHT_TEST = -2, -1
-
 
 class NotValid(ValueError):
   """An honest client's own check refused its input (a bug or a bad clip)."""
@@ -320,13 +317,17 @@ def honest_input(x: np.ndarray, w: int, p: CheckParams) -> ClientInput:
   """An honest client's claim for its encoded input x (int64 ``[P]``), weight w.
 
   Raises NotValid if x is above the bound (the client's own check; never happens
-  after `clip_scaled`, VALIDITY_DESIGN §5).
+  after `encode_claims` clipped it, VALIDITY_DESIGN §5).
   """
   x = np.asarray(x, np.int64)
-  t = int(np.sum(x.astype(object) ** 2)) if x.size else 0
-  if t > p.bound or not 0 <= w <= (1 << p.f):
-    raise NotValid(f'client input above the bound: Σx² = {t} > B = {p.bound} or weight '
-                   f'{w} outside [0, 2^{p.f}].')
+  half = 1 << (p.ell - 1)
+  # Elements below 2^(ℓ−1) keep Σx² below P·4^(ℓ−1) < 2^63 (CheckParams, C2): exact in
+  # int64, no Python integers per element.
+  inside = bool(np.all(np.abs(x) < half))
+  t = int(np.sum(x * x)) if inside else p.bound + 1
+  if not inside or t > p.bound or not 0 <= w <= (1 << p.f):
+    raise NotValid(f'client input above the bound: an element of 2^{p.ell - 1} or more, '
+                   f'Σx² > B = {p.bound}, or weight {w} outside [0, 2^{p.f}].')
   return ClientInput(x, int(w), x, int(w), (1 << p.f) - int(w), p.bound - t)
 
 
