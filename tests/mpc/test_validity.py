@@ -456,3 +456,18 @@ def test_a_malformed_message_is_refused_in_one_line_before_any_server_uses_it():
     with pytest.raises(ValueError, match=r"bits has shape .* expected"):
       V.server_check(jax.random.PRNGKey(3), short, np.zeros((PARAMS.tau, 25), np.uint64),
                      None, None, PARAMS, 3, V.Tamper.none())
+
+
+def test_an_honest_clients_own_check_refuses_what_the_servers_would_reject():
+  # Mutant killed: honest_input never raising (a bug upstream would then surface only as
+  # an honest client excluded by the servers).
+  big = np.zeros(P, np.int64)
+  big[0] = HALF  # one element the bits cannot express
+  long = np.zeros(P, np.int64)
+  long[:2] = math.isqrt(B // 2) + 1  # Σx² just over B with small elements
+  for x, w in ((big, ONE), (long, ONE), (np.zeros(P, np.int64), ONE + 1)):
+    with pytest.raises(V.NotValid, match='above the bound'):
+      V.honest_input(x, w, PARAMS)
+  edge = np.zeros(P, np.int64)
+  edge[0] = math.isqrt(B)
+  assert V.honest_input(edge, ONE, PARAMS).slack == B - math.isqrt(B)**2
