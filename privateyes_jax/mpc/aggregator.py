@@ -61,6 +61,7 @@ import functools
 import time
 from typing import Any, Mapping, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -891,12 +892,24 @@ class SecureAggregator:
       messages[c] = validity_lib.client_message(client_keys[c], claim, p)
     timings['sharing_s'] = time.perf_counter() - start_time
 
+    # A message of the wrong shape is the client's fault and public (every server receives
+    # the same broadcast): its sender is excluded by name before any server computes on
+    # it, and the others go on. Nothing of it enters a sum or a zero test.
+    malformed = []
+    for c in members:
+      problem = validity_lib.message_problem(messages[c], p)
+      if problem:
+        logging.warning('Validity check: client %d excluded: %s', c, problem)
+        malformed.append(c)
+    submitted = len(members)  # What the round's costs count: every message was sent.
+    members = [c for c in members if c not in malformed]
+
     start_time = time.perf_counter()
     failure = ''
     gamma_coin = coin_lib.toss(self.num_servers, self.server_rng)
     if not gamma_coin.ok:
       failure = 'validity check: ' + gamma_coin.failure
-    else:
+    elif members:
       gamma = validity_lib.gamma_coefficients(gamma_coin.joint, len(members), p)
 
       def server_rows(c, i):
@@ -921,14 +934,16 @@ class SecureAggregator:
       timings['validity_s'] = time.perf_counter() - start_time
       result = AggregateResult(jnp.zeros((num_params,), jnp.float32),
                                jnp.zeros((), jnp.float32), False, failure, None, {})
-      return self.retire_attempt(state), result, timings, len(members), 0, p
-    excluded = tuple(c for c, ok in zip(members, checked.passed) if not ok)
+      return self.retire_attempt(state), result, timings, submitted, 0, p
+    failed = (tuple(c for c, ok in zip(members, checked.passed) if not ok) if members
+              else ())
     for i, c in enumerate(members):
-      if c in excluded:  # Rare (malicious clients only): recompute and subtract.
+      if c in failed:  # Rare (malicious clients only): recompute and subtract.
         rows = server_rows(c, i)
         value_sum, mac_sum = value_sum - rows.agg_value, mac_sum - rows.agg_mac
+    excluded = tuple(sorted(malformed + list(failed)))
     timings['validity_s'] = time.perf_counter() - start_time
-    included = len(members) - len(excluded)
+    included = len(members) - len(failed)
     if included < self.min_clients:
       failure = (f'{COHORT_TOO_SMALL}: {included} client(s) passed the validity check '
                  f'(excluded {list(excluded)}), fewer than aggregator.min_clients='
@@ -937,7 +952,7 @@ class SecureAggregator:
                                jnp.zeros((), jnp.float32), False, failure, None, {},
                                excluded)
       # The zero tests of this attempt were opened: its material is not used again.
-      return self.retire_attempt(state), result, timings, len(members), included, p
+      return self.retire_attempt(state), result, timings, submitted, included, p
 
     # LOCAL SUMS are done (the included clients' [[x̃]] mod 2^64); OPEN, then the
     # aggregation ring's COIN → CHECK → OUTPUT exactly as without the check.
@@ -952,7 +967,7 @@ class SecureAggregator:
     timings['aggregation_s'] = time.perf_counter() - start_time
     new_state, result = self._finish(state, out, None, weights > 0, included, num_params,
                                      round_idx, False, timings)
-    return new_state, result._replace(excluded=excluded), timings, len(members), included, p
+    return new_state, result._replace(excluded=excluded), timings, submitted, included, p
 
   # --- one round, chunked and fused (what training uses) -----------------------
 

@@ -520,13 +520,25 @@ def message_shapes(p: CheckParams) -> dict[str, tuple[int, ...]]:
           'bits_w': (1, p.ell_w), 'bits_cw': (1, p.ell_w), 'bits_s': (1, p.slack_bits)}
 
 
-def check_message(msg: ClientMessage, p: CheckParams) -> None:
-  """Refuses a malformed message in one line, before any server computes on it."""
+def message_problem(msg, p: CheckParams) -> str:
+  """What is wrong with a client's message on its face (a field missing or of the
+  wrong shape), in one line; '' when it is well formed. Its values need no check: the
+  servers read them as bits and 32-bit words (`read_message`)."""
   for name, shape in message_shapes(p).items():
+    if not hasattr(msg, name):
+      return f'its message has no field {name}'
     got = tuple(np.shape(getattr(msg, name)))
     if got != shape:
-      raise ValueError(f'validity check: a client message\'s {name} has shape {got}, '
-                       f'expected {shape}; refused before any server used it.')
+      return f'its message\'s {name} has shape {got}, expected {shape}'
+  return ''
+
+
+def check_message(msg: ClientMessage, p: CheckParams) -> None:
+  """Refuses a malformed message in one line, before any server computes on it."""
+  problem = message_problem(msg, p)
+  if problem:
+    raise ValueError(f'validity check: a client message is refused before any server used '
+                     f'it: {problem}.')
 
 
 def server_check(key_c, msg: ClientMessage, gamma_c, alpha_shares, alpha, p: CheckParams,

@@ -106,6 +106,31 @@ def test_an_honest_client_with_a_nan_update_refuses_to_input(data):
     _round(_aggregator(), updates, weights)
 
 
+@pytest.mark.parametrize('field', ['bits', 'epsilon'])
+def test_a_client_sending_a_malformed_message_is_excluded_by_name(data, monkeypatch, field):
+  # Mutant killed: a malformed message stops the whole round (ValueError from the
+  # servers' check) instead of excluding its sender; or its sender left in the sum.
+  updates, weights = data
+  honest = validity_lib.client_message
+  calls = []
+
+  def client_message(key_c, claim, p):
+    msg = honest(key_c, claim, p)
+    calls.append(len(calls))
+    if len(calls) == 4:  # The fourth submitting client: client 3 (client 4 dropped out).
+      msg = msg._replace(**{field: getattr(msg, field)[:-1]})
+    return msg
+
+  monkeypatch.setattr(validity_lib, 'client_message', client_message)
+  _, _, result = _round(_aggregator(), updates, weights)
+  assert result.ok, result.failure
+  assert result.excluded == (3,)
+  assert result.stats['mpc/num_included'] == 5
+  rows = np.array([c for c in np.flatnonzero(weights > 0) if c != 3])
+  np.testing.assert_allclose(np.asarray(result.mean_update),
+                             _clipped_mean(updates, weights, rows), atol=2e-4)
+
+
 def test_the_aggregation_check_still_catches_a_server_after_the_validity_check(data):
   updates, weights = data
   spec = adversary_lib.AdversarySpec(kind='add_error', server=2, element=3, magnitude=5)
