@@ -349,13 +349,13 @@ def load_round(run_dir: str, round_: int = -1) -> RecordedRound:
 
 def _coalition_aggregate(view: dict, config, num_clients: int) -> np.ndarray:
   """The round's mean update as a DP coalition knows it: the opened noisy sum less its
-  own servers' noise, over the public expected cohort q·N (the engine's denominator)."""
+  own servers' noise, over the public expected cohort q·N = k, the engine's denominator
+  (`DPSettings.expected_clients`, with q = k / N from the same `clients_per_round`)."""
   from privateyes_jax.attacks import differencing  # pylint: disable=g-import-not-at-top
+  from privateyes_jax.federated import server as server_lib  # pylint: disable=g-import-not-at-top
   opened = differencing.opened_round_from_view(view, config)
-  fl = config.fl
-  expected = (fl.clients_per_round if 0 < fl.get('clients_per_round', 0) < num_clients
-              else fl.get('client_fraction', 1.0) * num_clients)
-  return (opened.weighted_sum / max(float(expected), 1.0)).astype(np.float32)
+  expected = server_lib.clients_per_round(config.fl, num_clients)
+  return (opened.weighted_sum / float(expected)).astype(np.float32)
 
 
 def _label_unit(run_dir: str, label_kind: str) -> str:

@@ -167,6 +167,11 @@ def test_a_dp_coalition_subtracts_its_own_noise_from_the_opened_sum():
   assert r.weight_sum == 4.0
   mean = pipeline._coalition_aggregate(view, config, num_clients=8)  # pylint: disable=protected-access
   np.testing.assert_allclose(mean, (total + honest) / 4, atol=1e-4)  # Over q·N = 4.
+  # A cohort given as a fraction: the engine rounds q·N to a whole cohort k (0.3 x 8 → 2)
+  # and divides by k; so must the coalition (mutant: a second formula, 2.4 here).
+  config.fl.clients_per_round, config.fl.client_fraction = 0, 0.3
+  mean = pipeline._coalition_aggregate(view, config, num_clients=8)  # pylint: disable=protected-access
+  np.testing.assert_allclose(mean, (total + honest) / 2, atol=1e-4)
   without = differencing.opened_round_from_view(
       {k: v for k, v in view.items() if k != 'view/coalition_noise'}, config)
   np.testing.assert_allclose(without.weighted_sum, total + own + honest, atol=1e-4)
