@@ -211,10 +211,11 @@ def run_curve(config, root: str, overwrite: bool = False) -> dict:
         point['round_differencing'] = [dict(d, seed=s) for s, ds in differencing_results.items()
                                        for d in ds]
       points.append(point)
-  first = summaries[(config.aggregators[0], config.epsilons[0], seeds[0])].get('dp') or {}
+  first_run = summaries[(config.aggregators[0], config.epsilons[0], seeds[0])]
+  first = first_run.get('dp') or {}
   curve = {
       'preset': config.get('preset', ''), 'points': points,
-      'num_clients': first.get('num_clients'), 'sampling_rate': first.get('sampling_rate'),
+      'num_clients': first_run.get('num_clients'), 'sampling_rate': first.get('sampling_rate'),
       'rounds': config.train.fl.rounds, 'delta': first.get('delta'),
       'clip_norm': config.train.aggregator.dp.clip_norm, 'seeds': list(seeds),
       'attack_people': next((a['num_people'] for a in attacks.values() if 'num_people' in a),

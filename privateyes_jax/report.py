@@ -309,7 +309,9 @@ def dp_section(groups: dict[str, list[Run]], fig_dir: str) -> str:
                      _fmt(dp.get('epsilon_vs_servers')), _fmt(dp.get('noise_multiplier'), '.3f'),
                      _fmt(dp.get('clip_norm'), '.3g'), _fmt(dp.get('sampling_rate'), '.3f'),
                      _fmt(r.summary['test_error'])])
-        curves.setdefault((d, agg), []).append((dp['epsilon'], r.summary['test_error']))
+        # ε = ∞ (noise multiplier 0: clipping and sampling only) is null in JSON.
+        eps = np.inf if dp.get('epsilon') is None else float(dp['epsilon'])
+        curves.setdefault((d, agg), []).append((eps, r.summary['test_error']))
   if not rows:
     return ''
   for d in sorted(groups):

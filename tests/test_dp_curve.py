@@ -8,6 +8,7 @@ import pytest
 
 from experiments import dp_curve
 from experiments.configs import dp_curve as dp_curve_configs
+from privateyes_jax import report
 
 
 def test_presets_and_refusals():
@@ -57,6 +58,11 @@ def test_tiny_curve_end_to_end(tmp_path):
   assert 'round_differencing' not in by[('mean', '4')]
   table = dp_curve.format_table(curve)
   assert 'privateyes' in table and 'inf' in table
+  assert curve['num_clients'] == 10
+  # The report of the curve's directory, as the command builds it: the ε = ∞ runs' null ε
+  # (JSON has no infinity) once crashed its DP section's figure.
+  text = open(report.build_report([root], os.path.join(root, 'report'))).read()
+  assert '## Accuracy–privacy curve' in text and '## Differential privacy' in text
   # A rerun reads every run and attack back.
   again = dp_curve.run_curve(config, root)
   assert again['points'] == curve['points']

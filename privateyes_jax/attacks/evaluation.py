@@ -309,7 +309,8 @@ def plot_person_scores(path: str, out: Mapping[str, Any]) -> None:
       jitter = np.linspace(-0.2, 0.2, len(values)) if values else []
       ax.scatter(values, y + np.asarray(jitter), s=10, alpha=0.7)
       summary = rows[name].get(key)
-      if summary and np.isfinite(summary.get('low', np.nan)):
+      low = (summary or {}).get('low')
+      if low is not None and np.isfinite(low):  # None: NaN read back from JSON.
         ax.plot([summary['low'], summary['high']], [y + 0.35] * 2, color='black', lw=2)
     ax.axvline(chance, color='gray', ls='--', lw=1)
     ax.set_yticks(range(len(rows)))

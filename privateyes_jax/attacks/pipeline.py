@@ -429,16 +429,21 @@ def in_threat_order(rows: dict[str, Any]) -> dict[str, Any]:
   return {name: rows[name] for name in sorted(rows, key=lambda n: (rank(n), n))}
 
 
+def _finite(value) -> bool:
+  """A number that is finite; False for None (NaN read back from JSON is null)."""
+  return value is not None and bool(np.isfinite(value))
+
+
 def _interval(summary: dict | None, spec: str) -> str:
-  if not summary:
+  if not summary or not _finite(summary.get('mean')):
     return '–'
-  if not np.isfinite(summary['low']):
+  if not (_finite(summary.get('low')) and _finite(summary.get('high'))):
     return f'{summary["mean"]:{spec}}'
   return f'{summary["mean"]:{spec}} [{summary["low"]:{spec}}, {summary["high"]:{spec}}]'
 
 
 def _p(summary: dict | None) -> str:
-  if not summary or not np.isfinite(summary.get('p_value', float('nan'))):
+  if not summary or not _finite(summary.get('p_value')):
     return '–'
   return f'{summary["p_value"]:.2g}'
 
