@@ -43,6 +43,7 @@ from privateyes_jax import workdir as workdir_lib
 from privateyes_jax.attacks import differencing
 from privateyes_jax.attacks import evaluation
 from privateyes_jax.attacks import pipeline
+from privateyes_jax.attacks import scoring
 from privateyes_jax.privacy import dp as dp_lib
 
 # Defined when the command runs, not at import: tests import this module beside other
@@ -191,14 +192,17 @@ def run_curve(config, root: str, overwrite: bool = False) -> dict:
       runs = [summaries[(agg, eps, s)] for s in seeds]
       dp = [r.get('dp') or {} for r in runs]
       errors = [float(r['test_error']) for r in runs]
+      mean_predictor = float(np.mean([r['baseline_mean_predictor_error'] for r in runs]))
       point = {
           'aggregator': agg, 'epsilon_target': eps_name(eps),
           'epsilon': _mean([d.get('epsilon') for d in dp]),
           'epsilon_vs_servers': _mean([d.get('epsilon_vs_servers') for d in dp]),
           'noise_multiplier': _mean([d.get('noise_multiplier') for d in dp]),
           'test_error': float(np.mean(errors)), 'test_errors': errors,
-          'mean_predictor_error': float(np.mean([r['baseline_mean_predictor_error']
-                                                 for r in runs])),
+          # Over the training seeds: Student t 95% interval and a one-sided test of
+          # "below the mean predictor" (one seed: no interval).
+          'test_error_summary': scoring.mean_summary(errors, mean_predictor, 'less'),
+          'mean_predictor_error': mean_predictor,
           'runs': [os.path.relpath(point_workdir(root, agg, eps, s, seeds), root)
                    for s in seeds],
           'dualview': {name: _row_summary(out['threat_models'][name])
@@ -272,14 +276,15 @@ def table_rows(curve: dict) -> list[list[str]]:
     chance = row.get('reidentified', {}).get('chance')
     out.append([p['aggregator'], p['epsilon_target'], eps_cell(p, 'epsilon'),
                 eps_cell(p, 'epsilon_vs_servers'), fmt(p['noise_multiplier'], '.3f'),
-                fmt(p['test_error']), fmt(p['mean_predictor_error']),
+                _ci(p.get('test_error_summary')) if p.get('test_error_summary')
+                else fmt(p['test_error']), fmt(p['mean_predictor_error']),
                 f'{first}: {_ci(row.get("reidentified"), rate=True)}' if first else '-',
                 fmt(chance), _ci(row.get('auc_vs_null')), '; '.join(shared) or '-',
                 membership, diff_cell])
   return out
 
 
-TABLE_HEADER = ('aggregator', 'ε target', 'ε', 'ε vs servers', 'z', 'held-out err',
+TABLE_HEADER = ('aggregator', 'ε target', 'ε', 'ε vs servers', 'z', 'held-out err [95% CI]',
                 'mean pred', 'DualView re-identified [95% CI]', 'chance',
                 'AUC vs null [95% CI]', 'shared views: AUC vs null', 'membership AUC [95% CI]',
                 'differencing: isolated')

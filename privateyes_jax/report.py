@@ -469,9 +469,11 @@ def dp_curve_section(curves: Sequence[tuple[str, dict]], fig_dir: str) -> str:
                    if diff else 'no opened sums')
       rows.append([p['aggregator'], p['epsilon_target'], eps('epsilon'),
                    eps('epsilon_vs_servers'), _fmt(p.get('noise_multiplier'), '.3f'),
-                   _fmt(p.get('test_error')), _fmt(p.get('mean_predictor_error')), reid_cell,
+                   _interval_cell(p['test_error_summary']) if p.get('test_error_summary')
+                   else _fmt(p.get('test_error')), _fmt(p.get('mean_predictor_error')), reid_cell,
                    _interval_cell(row.get('auc_vs_null')), shared or '–', membership, diff_cell])
-    out.append(_table(['aggregator', 'ε target', 'ε', 'ε vs servers', 'z', 'held-out error',
+    out.append(_table(['aggregator', 'ε target', 'ε', 'ε vs servers', 'z',
+                       'held-out error [95% CI, training seeds]',
                        'mean predictor', 'DualView re-identified [95% CI]',
                        'AUC vs null [95% CI]', 'shared views: AUC vs null',
                        'membership AUC [95% CI]', 'differencing: isolated'], rows))

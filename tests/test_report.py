@@ -148,6 +148,13 @@ def test_report_has_the_dp_curve(tmp_path):
   assert '| mean | 4 | 3.98 | 40.00 | 0.900 | 11.90 | 11.20 | plain_fl: 5/6 = 0.83 [0.36, 1.00] ' \
          '(chance 0.17) | 0.52 [0.40, 0.64] | – | 0.51 [0.42, 0.60] | no opened sums |' in text
   assert '| privateyes | inf | ∞ | ∞ | 0.000 |' in text
+  # Several training seeds: the error gets its interval.
+  curve = _fake_curve()
+  curve['points'][0]['test_error_summary'] = {'mean': 11.9, 'low': 10.5, 'high': 13.3,
+                                              'p_value': 0.6, 'chance': 11.2}
+  (root / report.CURVE_FILE).write_text(json.dumps(curve))
+  text = open(report.build_report([str(tmp_path)], str(tmp_path / 'report'))).read()
+  assert '| mean | 4 | 3.98 | 40.00 | 0.900 | 11.90 [10.50, 13.30] | 11.20 |' in text
   assert 'privateyes_output_model: 0.52 [0.40, 0.64]' in text
   assert '4 rounds: 0/200; all rounds: 0/200' in text
   assert os.path.exists(tmp_path / 'report' / report.FIGURES_DIR / 'dp_curve_0.png')
