@@ -141,6 +141,46 @@ def _membership(out: dict, label: str) -> list[dict]:
   return found
 
 
+def attack_point(config, root: str, eps: float, attack_dir: str, prior_dir: str,
+                 cache: dict, overwrite: bool) -> dict:
+  """DualView and membership inference on one ε's runs, every aggregator and seed.
+
+  Each training seed is its own federation, attacked on the clients its last round
+  sampled (Poisson sampling picks other people under another seed, and the pipeline
+  attacks the same people in every target run), in ``attack_dir/seed<s>``; the rows
+  then pool every federation's per-person results (`scoring.summarize_row`), as the
+  pipeline pools federations of the same people. One seed: ``attack_dir`` itself.
+  """
+  seeds = tuple(config.seeds)
+  attack = lambda s, directory: pipeline.run_attack(
+      config.attack, [point_workdir(root, agg, eps, s, seeds) for agg in config.aggregators],
+      directory, overwrite=overwrite, prior_dir=prior_dir, cache=cache)
+  if len(seeds) == 1:
+    return attack(seeds[0], attack_dir)
+  parts = {s: attack(s, os.path.join(attack_dir, f'seed{s}')) for s in seeds}
+  sizes = {s: out['num_people'] for s, out in parts.items()}
+  if len(set(sizes.values())) > 1:
+    raise ValueError(f'ε={eps_name(eps)}: the federations attack different numbers of clients '
+                     f'{sizes} (a last round sampled fewer than attack.max_people); the '
+                     'pooled re-identification count needs one chance level. Lower '
+                     'attack.max_people.')
+  per_person = {}
+  for out in parts.values():
+    for name, rows in out['per_person'].items():
+      per_person.setdefault(name, []).extend(rows)
+  first = parts[seeds[0]]
+  rows = {}
+  for name, person_rows in per_person.items():
+    shared = bool(first['threat_models'][name].get('shared'))
+    rows[name] = {**first['threat_models'][name],
+                  **scoring.summarize_row(person_rows, sizes[seeds[0]], shared)}
+  membership = {f'{name} (seed {s})': result for s, out in parts.items()
+                for name, result in (out.get('membership') or {}).items()}
+  return {'threat_models': rows, 'membership': membership, 'num_people': sizes[seeds[0]],
+          'per_seed': {s: os.path.join(attack_dir, f'seed{s}') for s in seeds},
+          'classifier_accuracy': {s: out['classifier_accuracy'] for s, out in parts.items()}}
+
+
 def run_curve(config, root: str, overwrite: bool = False) -> dict:
   """Trains, attacks and summarises every point; writes and returns ``dp_curve.json``."""
   t0 = time.perf_counter()
@@ -168,14 +208,11 @@ def run_curve(config, root: str, overwrite: bool = False) -> dict:
   cache = {}
   attacks = {}
   for eps in config.epsilons:
-    targets = [point_workdir(root, agg, eps, s, seeds) for agg in config.aggregators
-               for s in seeds]
     attack_dir = os.path.join(attack_root, f'eps{eps_name(eps)}')
     logging.info('DP curve: attacking ε=%s into %s', eps_name(eps), attack_dir)
     t = time.perf_counter()
     try:
-      attacks[eps] = pipeline.run_attack(config.attack, targets, attack_dir,
-                                         overwrite=overwrite, prior_dir=prior_dir, cache=cache)
+      attacks[eps] = attack_point(config, root, eps, attack_dir, prior_dir, cache, overwrite)
     except evaluation.ClassifierTooWeak as e:
       # Too few samples a person to score re-identification at all: the point keeps its
       # error, ε and differencing, and says why DualView and membership are missing.

@@ -67,3 +67,51 @@ def test_tiny_curve_end_to_end(tmp_path):
   again = dp_curve.run_curve(config, root)
   assert again['points'] == curve['points']
   assert again['timings']['total_s'] < curve['timings']['total_s']
+
+
+def test_each_training_seed_is_attacked_on_its_own_clients_and_the_rows_pool_them(
+    tmp_path, monkeypatch):
+  # Poisson sampling gives each training seed's last round other clients, and the
+  # pipeline refuses target runs that attack different people: the curve attacks each
+  # federation alone and pools the per-person rows. Mutant killed: one attack over every
+  # seed's runs (the pipeline's "attack different clients" error), or a row that keeps
+  # only the first seed's people (2/2 below instead of 3/4).
+  config = dp_curve_configs.get_config('tiny')
+  config.seeds = (0, 1)
+  calls = []
+
+  def fake_attack(attack_config, targets, directory, **kw):
+    seed = len(calls)
+    calls.append((tuple(targets), directory))
+    rows = [{'person': f'p{seed}{i}', 'attack_seed': 0, 'federation': seed,
+             'reidentified': hit, 'rank': 1.0 if hit else 2.0, 'auc_vs_null': 0.9 if hit else 0.4}
+            for i, hit in enumerate([True, True] if seed == 0 else [True, False])]
+    people = [{**r, 'reidentified': None} for r in rows]
+    return {'threat_models': {'plain_fl': {'shared': False, 'view': 'individual updates'},
+                              'privateyes_output_model': {'shared': True, 'view': 'model'}},
+            'per_person': {'plain_fl': rows, 'privateyes_output_model': people},
+            'membership': {'plain_fl': {'loss_threshold': {'auc': 0.5}}},
+            'num_people': 2, 'classifier_accuracy': 0.9}
+
+  monkeypatch.setattr(dp_curve.pipeline, 'run_attack', fake_attack)
+  root = str(tmp_path)
+  out = dp_curve.attack_point(config, root, 4.0, os.path.join(root, 'attack', 'eps4'),
+                              os.path.join(root, 'prior'), {}, False)
+  assert [c[1] for c in calls] == [os.path.join(root, 'attack', 'eps4', f'seed{s}')
+                                   for s in (0, 1)]
+  for s, (targets, _) in enumerate(calls):
+    assert targets == tuple(dp_curve.point_workdir(root, agg, 4.0, s, (0, 1))
+                            for agg in ('mean', 'privateyes'))
+  row = out['threat_models']['plain_fl']
+  assert (row['reidentified']['successes'], row['reidentified']['trials']) == (3, 4)
+  assert row['federations'] == 2 and row['rank']['units'] == 4
+  assert row['view'] == 'individual updates'
+  assert out['threat_models']['privateyes_output_model']['reidentified'] is None
+  assert sorted(out['membership']) == ['plain_fl (seed 0)', 'plain_fl (seed 1)']
+  # Federations attacking different numbers of clients have no common chance level.
+  calls.clear()
+  sizes = iter([2, 1])
+  monkeypatch.setattr(dp_curve.pipeline, 'run_attack',
+                      lambda *a, **kw: {**fake_attack(*a, **kw), 'num_people': next(sizes)})
+  with pytest.raises(ValueError, match='different numbers of clients'):
+    dp_curve.attack_point(config, root, 4.0, os.path.join(root, 'x'), 'prior', {}, False)
