@@ -63,10 +63,12 @@ class Run:
   config: dict
   summary: dict
   metrics: list[dict]
+  # ' (seed s)' when runs of one method differ only by training seed (`group_runs`).
+  label_suffix: str = ''
 
   @property
   def method(self) -> str:
-    return self.summary.get('method', self.config.get('method', '?'))
+    return self.summary.get('method', self.config.get('method', '?')) + self.label_suffix
 
   @property
   def dataset(self) -> str:
@@ -162,12 +164,21 @@ def check_compatible(runs: Sequence[Run]) -> dict[str, list[Run]]:
                           f'{r.path}: {r.summary.get("label_kind")}).')
     labels = [r.method for r in group]
     repeated = sorted({m for m in labels if labels.count(m) > 1})
+    for method in list(repeated):
+      # Training seeds of one method (a curve's or an experiment's repetitions) are
+      # reported side by side, each labelled with its seed.
+      same = [r for r in group if r.method == method]
+      seeds = [r.config.get('seed') for r in same]
+      if None not in seeds and len(set(seeds)) == len(seeds):
+        for r, seed in zip(same, seeds):
+          r.label_suffix = f' (seed {seed})'
+        repeated.remove(method)
     if repeated:
       names = [r.path for r in group if r.method in repeated]
       raise ReportError(
-          f'Runs of dataset {dataset!r} share the method label(s) {repeated} ({names}); the '
-          'tables have one column per method. Report them separately (a sweep ranks its own '
-          'runs in results.md).')
+          f'Runs of dataset {dataset!r} share the method label(s) {repeated} and the training '
+          f'seed ({names}); the tables have one column per method. Report them separately (a '
+          'sweep ranks its own runs in results.md).')
   return dict(groups)
 
 

@@ -65,6 +65,17 @@ def test_report_refuses_incomparable_runs_and_bad_paths(demo_like, tmp_path):
   shutil.copytree(demo_like / 'centralized', twin / 'centralized')
   with pytest.raises(report.ReportError, match="share the method label"):
     report.build_report([str(demo_like / 'centralized'), str(twin)], str(tmp_path / 'r'))
+  # The same method under another training seed is a repetition: both are reported,
+  # each labelled with its seed (a curve's seeds, experiments/dp_curve.py).
+  config_path = twin / 'centralized' / 'config.json'
+  config = json.loads(config_path.read_text())
+  config['seed'] = int(config.get('seed', 0)) + 1
+  config_path.write_text(json.dumps(config))
+  text = open(report.build_report([str(demo_like / 'centralized'), str(twin)],
+                                  str(tmp_path / 'r'))).read()
+  method = json.loads((twin / 'centralized' / 'summary.json').read_text())['method']
+  assert f'{method} (seed {config["seed"] - 1})' in text
+  assert f'{method} (seed {config["seed"]})' in text
   with pytest.raises(report.ReportError, match='not a directory'):
     report.build_report([str(tmp_path / 'missing')], str(tmp_path / 'r'))
   (tmp_path / 'empty').mkdir()
