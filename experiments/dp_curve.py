@@ -176,9 +176,8 @@ def attack_point(config, root: str, eps: float, attack_dir: str, prior_dir: str,
                   **scoring.summarize_row(person_rows, sizes[seeds[0]], shared)}
   membership = {f'{name} (seed {s})': result for s, out in parts.items()
                 for name, result in (out.get('membership') or {}).items()}
-  return {'threat_models': rows, 'membership': membership, 'num_people': sizes[seeds[0]],
-          'per_seed': {s: os.path.join(attack_dir, f'seed{s}') for s in seeds},
-          'classifier_accuracy': {s: out['classifier_accuracy'] for s, out in parts.items()}}
+  # What run_curve reads; each seed's own summary.json keeps the rest (classifier, timings).
+  return {'threat_models': rows, 'membership': membership, 'num_people': sizes[seeds[0]]}
 
 
 def run_curve(config, root: str, overwrite: bool = False) -> dict:
